@@ -1,0 +1,123 @@
+"""SelfInstruct -> EvolInstruct -> responses: an instruction dataset from seed passages.
+
+Run `python flows/instruct.py --help` for the parameters (the flow's own, in kebab-case).
+"""
+
+import tasks  # noqa: F401  (first: sets Prefect's defaults before prefect is imported)
+
+# isort: split
+from pathlib import Path
+from typing import Annotated, Literal
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from tasks.backends import GenerationParams, get_backend
+from tasks.backends.embedded import EMBEDDED_MODEL
+from tasks.batching import map_batches
+from tasks.dataset import check_output_dir, save_dataset, summarize
+from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
+from tasks.respond import generate_responses
+from tasks.rows import drop_duplicates, in_order
+from tasks.seeds import load_seeds
+from tasks.self_instruct import generate_instructions
+
+Mutation = Literal["constraints", "deepening", "concretizing", "reasoning", "complicate_input", "breadth"]
+Positive = Annotated[int, Field(gt=0)]
+
+
+@flow(name="instruct", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def instruct(
+    seeds: str | None = None,
+    seed_column: str = "context",
+    num_instructions: Positive = 5,
+    num_evolutions: Annotated[int, Field(ge=0)] = 1,
+    mutations: list[Mutation] = list(MUTATIONS),
+    model: str = EMBEDDED_MODEL,
+    backend: Literal["transformers", "fake"] = "transformers",
+    temperature: Annotated[float, Field(ge=0)] = 0.7,
+    response_temperature: Annotated[float, Field(ge=0)] = 0.3,
+    max_new_tokens: Positive = 256,
+    system_prompt: str | None = None,
+    batch_size: Positive = 32,
+    seed: int = 0,
+    output_dir: Path = Path("output/instruct"),
+) -> dict:
+    """Generate instruction/response pairs from seed passages with SelfInstruct and EvolInstruct.
+
+    Args:
+        seeds: Seed passages: a .txt (blank-line separated) or .jsonl file, a saved dataset
+            directory, or a Hub dataset id. Default: the passages shipped in data/.
+        seed_column: Column that holds the passage text in a JSONL file or dataset.
+        num_instructions: User queries to write per seed passage (SelfInstruct).
+        num_evolutions: Rounds of EvolInstruct rewriting applied to every query (0 skips it).
+        mutations: Evolutions to choose from each round (five in-depth, one in-breadth).
+        model: Model id: the embedded default, a local model directory, or a Hub id.
+        backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
+        temperature: Sampling temperature for writing and evolving instructions.
+        response_temperature: Sampling temperature for responses (0 is greedy).
+        max_new_tokens: Longest response, in tokens.
+        system_prompt: Optional system prompt for the response step.
+        batch_size: Rows per task run: the unit of caching, retries and resume.
+        seed: Run seed: fixes sampling and each row's choice of mutation.
+        output_dir: Where the dataset directory is written (replaced whole on success).
+    """
+    logger = get_run_logger()
+    check_output_dir(output_dir)
+    seed_rows = load_seeds(seeds, seed_column)
+    get_backend(backend, model)  # load now: a bad model id fails before any generation
+    common = {"model": model, "backend": backend}
+    instruction_params = GenerationParams(max_new_tokens=256, temperature=temperature, seed=seed)
+    response_params = GenerationParams(
+        max_new_tokens=max_new_tokens, temperature=response_temperature, seed=seed
+    )
+    logger.info("Loaded %d seed passages; model %s (%s)", len(seed_rows), model, backend)
+
+    # 1. SelfInstruct: user queries grounded in each seed passage.
+    queries = map_batches(
+        generate_instructions, seed_rows, batch_size,
+        num_instructions=num_instructions, params=instruction_params, **common,
+    )
+    rows, drops = queries["rows"], queries["drops"]
+    logger.info("SelfInstruct: %d queries from %d passages", len(rows), len(seed_rows))
+
+    # 2. EvolInstruct: each round evolves every query in depth or breadth; failed evolutions keep
+    #    their parent.
+    for round_ in range(1, num_evolutions + 1):
+        evolved = map_batches(
+            evolve_instructions, rows, batch_size,
+            round=round_, mutations=list(mutations), seed=seed, params=instruction_params, **common,
+        )
+        rows, drops = evolved["rows"], drops + evolved["drops"]
+        logger.info("EvolInstruct round %d: %d evolutions dropped", round_, len(evolved["drops"]))
+
+    # 3. A response for every instruction.
+    answered = map_batches(
+        generate_responses, rows, batch_size,
+        params=response_params, system_prompt=system_prompt, **common,
+    )
+    # 4. Elimination (paper rule 2): an evolution answered by a refusal falls back to its parent.
+    fallbacks, respond_drops = fall_back_to_parent(rows, answered["drops"])
+    reanswered = map_batches(
+        generate_responses, fallbacks, batch_size,
+        params=response_params, system_prompt=system_prompt, **common,
+    )
+    answered_rows = in_order(answered["rows"] + reanswered["rows"], rows)
+    drops += respond_drops + reanswered["drops"]
+
+    # 5. Drop exact duplicates across seeds, then save.
+    final, duplicates = drop_duplicates(answered_rows)
+    drops += duplicates
+    stages = {"seeds": len(seed_rows), "self_instruct": len(queries["rows"]),
+              "respond": len(answered_rows), "final": len(final)}
+    summary = summarize(final, drops, stages)
+    path = save_dataset(final, drops, summary, output_dir)
+    logger.info("Saved %d rows to %s (%d drops)", len(final), path, len(drops))
+    return {**summary, "output_dir": str(path)}
+
+
+if __name__ == "__main__":
+    from tasks.cli import main
+
+    main(instruct)

@@ -1,0 +1,72 @@
+"""A deterministic fake model for tests and for trying a flow in seconds (`--backend fake`).
+
+Each output is a function of the prompt and the seed only: a few numbered, question-shaped lines
+drawn from a small vocabulary. Every call is recorded, so tests can count model calls. The model
+id may carry options as a query string: `fake?delay=0.05` sleeps that many seconds per call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import parse_qs, urlsplit
+
+from tasks.backends.base import Generation, GenerationParams, Prompt
+
+_VERBS = ["Explain", "Describe", "Compare", "Summarize", "List", "Outline", "Evaluate", "Predict"]
+_NOUNS = ["river", "engine", "market", "library", "protein", "glacier", "algorithm", "festival",
+          "harbor", "vaccine", "satellite", "orchard", "theorem", "bridge", "language", "forest"]
+_ASPECTS = ["history", "main causes", "trade-offs", "daily impact", "open questions", "key steps"]
+
+Responder = Callable[[Prompt, GenerationParams], str]
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """The prompt as one string (chat messages joined role-tagged), for hashing and inspection."""
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(f"<{m['role']}>{m['content']}" for m in prompt)
+
+
+def fake_text(prompt: Prompt, params: GenerationParams) -> str:
+    digest = hashlib.sha256(f"{params.seed}|{prompt_text(prompt)}".encode()).digest()
+    lines = []
+    for i in range(1 + digest[0] % 4):
+        b = digest[1 + 3 * i : 4 + 3 * i]
+        verb, noun, aspect = _VERBS[b[0] % 8], _NOUNS[b[1] % 16], _ASPECTS[b[2] % 6]
+        lines.append(f"{i + 1}. {verb} the {aspect} of the {noun} ({b.hex()}).")
+    return "\n".join(lines)
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, model: str = "fake") -> None:
+        self.model = model
+        options = parse_qs(urlsplit(model).query)
+        self.delay = float(options.get("delay", ["0"])[0])
+        self.responder: Responder = fake_text
+        self.calls: list[tuple[list[Prompt], GenerationParams]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def prompts(self) -> list[Prompt]:
+        """Every prompt this backend has been asked to complete, in call order."""
+        return [p for prompts, _ in self.calls for p in prompts]
+
+    def generate(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:
+        with self._lock:
+            self.calls.append((list(prompts), params))
+        if self.delay:
+            time.sleep(self.delay)
+        out = []
+        for prompt in prompts:
+            text = self.responder(prompt, params)
+            for stop in params.stop:
+                text = text.split(stop, 1)[0]
+            words = len(text.split())
+            finish = "length" if words >= params.max_new_tokens else "stop"
+            out.append(Generation(text, finish, len(prompt_text(prompt).split()), words))
+        return out

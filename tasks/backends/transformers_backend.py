@@ -1,0 +1,122 @@
+"""Local generation with Hugging Face transformers: the embedded model, a local directory or a Hub id.
+
+Prompts are batched (sorted by length so padding stays small), left-padded, rendered with the
+model's chat template, and stopped at the end-of-turn token or any stop string.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from tasks.backends.base import Generation, GenerationParams, Prompt
+from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
+
+# End-of-turn tokens of common chat-template families; whichever the vocabulary has also stops.
+_END_OF_TURN = ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>"]
+
+
+def resolve_model(model: str) -> str:
+    """A path or Hub id that `from_pretrained` accepts for `model`."""
+    if model in (EMBEDDED_MODEL, "embedded"):
+        return str(embedded_model_dir())
+    return model
+
+
+def load_model(model: str, device: str | None = None):
+    """(tokenizer, model) for a model id; raises a ValueError that says what to pass instead."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    source = resolve_model(model)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32  # no fast fp16/bf16 on CPU
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+    except (OSError, ValueError) as err:
+        hint = "" if Path(source).exists() else " (is it a Hub id and this machine offline?)"
+        raise ValueError(
+            f"Cannot load model {model!r}{hint}: {err}. Pass --model with a local model directory, a "
+            f"reachable Hub id, or {EMBEDDED_MODEL!r} (the embedded default)."
+        ) from None
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:  # pad-token fallback: padding is masked, any id will do
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer, lm
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model: str, batch_size: int = 32, device: str | None = None) -> None:
+        self.model_id = model
+        self.tokenizer, self.model = load_model(model, device)
+        self.device = self.model.device
+        self.batch_size = batch_size
+        self.context_window = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        vocab = self.tokenizer.get_vocab()
+        eos = {self.tokenizer.eos_token_id} | {vocab[t] for t in _END_OF_TURN if t in vocab}
+        self.eos_ids = sorted(i for i in eos if i is not None)
+        # One model, one generation at a time: concurrent Prefect tasks queue here instead of
+        # fighting over the same cores.
+        self._lock = threading.Lock()
+
+    def render(self, prompt: Prompt) -> str:
+        """The exact text the model continues: chat template + generation prompt, or a raw string."""
+        if isinstance(prompt, str):
+            return prompt
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:
+        ids = [
+            self.tokenizer(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts
+        ]
+        results: list[Generation | None] = [None] * len(prompts)
+        limit = self.context_window - params.max_new_tokens
+        fits = [i for i, seq in enumerate(ids) if len(seq) <= limit]
+        for i in set(range(len(prompts))) - set(fits):
+            results[i] = Generation("", "prompt_too_long", len(ids[i]), 0)
+        order = sorted(fits, key=lambda i: len(ids[i]), reverse=True)
+        with self._lock:
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], params)):
+                    results[i] = gen
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
+        import torch
+
+        enc = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
+        sampling = params.temperature > 0
+        torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=params.max_new_tokens,
+                do_sample=sampling,
+                temperature=params.temperature if sampling else None,
+                top_p=params.top_p if sampling else None,
+                top_k=None,
+                eos_token_id=self.eos_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+                stop_strings=list(params.stop) or None,
+                tokenizer=self.tokenizer,
+            )
+        new = out[:, enc["input_ids"].shape[1] :]
+        gens = []
+        for row, prompt in zip(new, batch):
+            tokens = [t for t in row.tolist() if t != self.tokenizer.pad_token_id]
+            ended = bool(tokens) and tokens[-1] in self.eos_ids
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            stopped = False
+            for stop in params.stop:
+                if stop in text:
+                    text, stopped = text.split(stop, 1)[0], True
+            finish = "stop" if ended or stopped or len(tokens) < params.max_new_tokens else "length"
+            gens.append(Generation(text.strip(), finish, len(prompt), len(tokens)))
+        return gens

@@ -1,0 +1,78 @@
+"""The cache policy of every technique task: resume across runs, not only within one.
+
+Prefect's DEFAULT policy includes the run id, so a rerun after a crash would recompute everything;
+its TASK_SOURCE hashes only the decorated function, not the parser it calls nor the prompt file.
+The key here is the batch's inputs (rows, technique parameters, model and backend ids, generation
+parameters; never the batch's position), the text of the prompt templates it renders, and the
+source of the technique's module and of the shared filters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from prefect.cache_policies import CacheKeyFnPolicy, CachePolicy
+from pydantic import BaseModel
+
+from tasks import filters, prompts
+
+# Inputs that name where a batch sits in a run, not what it computes.
+NOT_KEYED = frozenset({"batch_index"})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def batch_key(inputs: dict[str, Any], templates: list[str], code: list[str]) -> str:
+    payload = {
+        "inputs": {k: _plain(v) for k, v in sorted(inputs.items()) if k not in NOT_KEYED},
+        "templates": {name: prompts.source(name) for name in sorted(set(templates))},
+        "code": code,
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def batch_cache_policy(templates: Callable[[dict[str, Any]], list[str]]) -> CachePolicy:
+    """A policy keyed on a batch's content; `templates(inputs)` names the prompt files it uses."""
+
+    def key(context: Any, inputs: dict[str, Any]) -> str:
+        module = sys.modules[context.task.fn.__module__]
+        code = [inspect.getsource(module), inspect.getsource(filters)]
+        return batch_key(inputs, templates(inputs), code)
+
+    return CacheKeyFnPolicy(cache_key_fn=key)
+
+
+def transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what a retry can fix: not configuration or programming errors."""
+    error = state.result(raise_on_failure=False)
+    return not isinstance(error, (ValueError, TypeError, KeyError, AttributeError, ImportError))
+
+
+def technique_task(name: str, templates: Callable[[dict[str, Any]], list[str]]):
+    """The decorator every technique task shares: one task run per batch, cached across runs on
+    the batch's content, persisted, retried on transient backend errors (which must raise)."""
+    from prefect import task
+
+    return task(
+        name=name,
+        task_run_name=name + "[{batch_index}]",
+        cache_policy=batch_cache_policy(templates),
+        persist_result=True,
+        retries=2,
+        retry_delay_seconds=[2, 10],
+        retry_condition_fn=transient,
+    )

@@ -1,0 +1,68 @@
+"""A command line for any flow, built from the flow's own parameter schema (the one Prefect shows
+in its UI), so flags mirror the parameters in kebab-case and never drift from them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from prefect import Flow
+from prefect.exceptions import ParameterTypeError
+from prefect.utilities.callables import parameter_schema
+
+from tasks.dataset import OutputDirError
+from tasks.seeds import SeedError
+
+_TYPES = {"integer": int, "number": float, "string": str}
+
+
+def _kind(prop: dict[str, Any]) -> dict[str, Any]:
+    """The non-null branch of an optional parameter's schema."""
+    options = [p for p in prop.get("anyOf", [prop]) if p.get("type") != "null"]
+    return {**prop, **options[0]} if options else prop
+
+
+def build_parser(flow: Flow) -> argparse.ArgumentParser:
+    schema = parameter_schema(flow.fn).model_dump()
+    parser = argparse.ArgumentParser(
+        description=(flow.description or "").split("\n\n")[0],
+        argument_default=argparse.SUPPRESS,  # only flags given on the command line are passed
+    )
+    for name, prop in schema["properties"].items():
+        kind = _kind(prop)
+        default = prop.get("default")
+        help_text = f"{prop.get('description', '')} (default: {json.dumps(default)})"
+        flag = "--" + name.replace("_", "-")
+        if kind.get("type") == "boolean":
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+        elif kind.get("type") == "array":
+            items = kind.get("items", {})
+            parser.add_argument(flag, dest=name, nargs="+", choices=items.get("enum"),
+                                type=_TYPES.get(items.get("type"), str), help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, choices=kind.get("enum"),
+                                type=_TYPES.get(kind.get("type"), str), help=help_text)
+    return parser
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    print(f"\nDataset: {result['output_dir']}  ({result['rows']} rows)")
+    for stage, count in result.get("rows_per_stage", {}).items():
+        print(f"  {stage:<16} {count}")
+    if result.get("drops"):
+        print("Dropped, by stage and reason (details in drops.jsonl):")
+        for reason, count in result["drops"].items():
+            print(f"  {reason:<36} {count}")
+
+
+def main(flow: Flow, argv: list[str] | None = None) -> dict[str, Any]:
+    args = vars(build_parser(flow).parse_args(argv))
+    try:
+        result = flow(**args)
+    except (ParameterTypeError, SeedError, OutputDirError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print_summary(result)
+    return result

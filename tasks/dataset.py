@@ -1,0 +1,72 @@
+"""Dataset out: a directory with the Hugging Face dataset (`save_to_disk`), a JSONL export of the
+rows, the drop records, and a summary. Written to a temporary sibling and swapped in whole, so a
+crash during the save leaves the previous dataset (or nothing), never half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.rows import Row
+
+MARKER = "summary.json"  # a directory holding this was written by us and may be replaced
+
+
+class OutputDirError(ValueError):
+    """The output directory cannot be used; the message says how to fix it."""
+
+
+def check_output_dir(path: Path) -> Path:
+    """Fail before any model call if `path` cannot receive a dataset."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"--output-dir {path} is a file. Pass a directory path.")
+    if path.is_dir() and any(path.iterdir()) and not (path / MARKER).exists():
+        raise OutputDirError(
+            f"--output-dir {path} is a non-empty directory that this tool did not write. "
+            "Pass a new or empty directory; nothing is ever written over other files."
+        )
+    return path
+
+
+def summarize(rows: list[Row], drops: list[dict[str, Any]], stages: dict[str, int]) -> dict:
+    reasons = Counter(f"{d['stage']}:{d['reason']}" for d in drops)
+    return {"rows": len(rows), "rows_per_stage": stages, "drops": dict(sorted(reasons.items()))}
+
+
+def _to_record(row: Row) -> Row:
+    # subtle: generation parameters differ in shape per stage; a JSON string keeps one schema.
+    return {**row, "generation": json.dumps(row.get("generation", {}), sort_keys=True)}
+
+
+@task(name="save_dataset", cache_policy=NO_CACHE, persist_result=False)
+def save_dataset(
+    rows: list[Row], drops: list[dict[str, Any]], summary: dict[str, Any], output_dir: Path
+) -> Path:
+    import datasets
+
+    output_dir = check_output_dir(Path(output_dir))
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    records = [_to_record(r) for r in rows]
+    datasets.Dataset.from_list(records).save_to_disk(str(tmp / "dataset"))
+    with open(tmp / "data.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    with open(tmp / "drops.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in drops)
+    (tmp / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
+    old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
+    if output_dir.exists():
+        output_dir.rename(old)
+    tmp.rename(output_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return output_dir

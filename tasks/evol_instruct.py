@@ -1,0 +1,143 @@
+"""EvolInstruct (Xu et al., 2023, arXiv:2304.12244, WizardLM): evolve instructions into harder ones.
+
+Each round rewrites every instruction with one mutation, five in-depth (add constraints, deepening,
+concretizing, increased reasoning steps, complicate input) and one in-breadth, chosen from the run
+seed and the row's identity so a rerun makes the same choice. Elimination evolving, as in the
+paper, done heuristically: an evolution that is empty, degenerate, copies the rewriting prompt's
+words, or adds nothing to its parent is dropped with a reason and the row keeps its parent.
+The paper's refusal rule needs a response, so `fall_back_to_parent` applies it after responding.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any
+
+from tasks import prompts
+from tasks.backends import GenerationParams, Message, get_backend
+from tasks.caching import technique_task
+from tasks.filters import degenerate, echoes, empty, first_reason, no_gain
+from tasks.rows import Row, drop, generation_drop, with_stage
+
+STAGE = "evol_instruct"
+IN_DEPTH = ("constraints", "deepening", "concretizing", "reasoning", "complicate_input")
+IN_BREADTH = ("breadth",)
+MUTATIONS = IN_DEPTH + IN_BREADTH
+# The evolving prompts' own words; an evolution that repeats them is an echo (paper rule 4).
+MARKERS = (
+    "#the given prompt#", "#rewritten prompt#", "#created prompt#", "given prompt",
+    "rewritten prompt", "created prompt", "prompt rewriter", "prompt creator",
+)
+_LEADING_LABEL = re.compile(
+    r"^\s*(?:\*\*|#+\s*)?(?:#?\s*(?:the\s+)?(?:rewritten|created|new)\s+prompt\s*#?)\s*(?:\*\*)?"
+    r"\s*[:\-]?\s*(?:\*\*)?\s*",
+    re.IGNORECASE,
+)
+
+
+def template_for(mutation: str) -> str:
+    if mutation not in MUTATIONS:
+        raise ValueError(f"Unknown mutation {mutation!r}. Use any of: {', '.join(MUTATIONS)}.")
+    return f"evol_instruct/{mutation}.jinja"
+
+
+def choose_mutation(seed: int, row_id: str, round_: int, mutations: list[str]) -> str:
+    """The mutation for this row in this round: random, but fixed by (run seed, row, round)."""
+    return random.Random(f"{seed}:{row_id}:{round_}").choice(list(mutations))
+
+
+def build_messages(instruction: str, mutation: str) -> list[Message]:
+    return [{"role": "user", "content": prompts.render(template_for(mutation), instruction=instruction)}]
+
+
+def parse_evolution(text: str) -> str:
+    """The rewritten instruction: a leading 'Rewritten Prompt:' label and wrapping quotes removed."""
+    text = _LEADING_LABEL.sub("", text.strip(), count=1).strip()
+    if len(text) >= 2 and text[0] in "\"'“" and text[-1] in "\"'”":
+        text = text[1:-1].strip()
+    return text
+
+
+def eliminate(candidate: str, parent: str, mutation: str) -> str | None:
+    """Why this evolution fails (None when it is kept)."""
+    boilerplate = prompts.render(template_for(mutation), instruction="")
+    return first_reason(
+        empty(candidate),
+        echoes(candidate, boilerplate, markers=MARKERS),
+        degenerate(candidate),
+        no_gain(candidate, parent),
+    )
+
+
+def evolve_row(row: Row, text: str, mutation: str, round_: int, params: GenerationParams):
+    """(row after this round, drop record or None)."""
+    candidate = parse_evolution(text)
+    reason = eliminate(candidate, row["instruction"], mutation)
+    if reason:
+        kept = {**row, "evol_drops": [*row["evol_drops"], f"{round_}:{mutation}:{reason}"]}
+        return kept, drop(STAGE, reason, row, text)
+    evolved = with_stage(
+        row,
+        STAGE,
+        template_for(mutation),
+        params,
+        instruction=candidate,
+        lineage=[*row["lineage"], candidate],
+        mutations=[*row["mutations"], mutation],
+        evol_depth=row["evol_depth"] + 1,
+    )
+    return evolved, None
+
+
+@technique_task(STAGE, templates=lambda inputs: [template_for(m) for m in inputs["mutations"]])
+def evolve_instructions(
+    rows: list[Row],
+    batch_index: int,
+    round: int,
+    mutations: list[str],
+    seed: int,
+    model: str,
+    backend: str,
+    params: GenerationParams,
+) -> dict:
+    """One evolution round over a batch; every row comes back, evolved or with its parent kept."""
+    chosen = [choose_mutation(seed, row["id"], round, mutations) for row in rows]
+    llm = get_backend(backend, model)
+    outputs = llm.generate([build_messages(r["instruction"], m) for r, m in zip(rows, chosen)], params)
+    out_rows: list[Row] = []
+    drops: list[dict[str, Any]] = []
+    for row, mutation, out in zip(rows, chosen, outputs):
+        if failed := generation_drop(STAGE, out, row):
+            new_row, record = row, failed
+        else:
+            new_row, record = evolve_row(row, out.text, mutation, round, params)
+        out_rows.append(new_row)
+        drops += [record] if record else []
+    return {"rows": out_rows, "drops": drops}
+
+
+def fall_back_to_parent(rows: list[Row], respond_drops: list[dict]) -> tuple[list[Row], list[dict]]:
+    """The paper's second rule: an evolution whose response is a short refusal is dropped and the
+    row falls back to its parent instruction, to be answered again. Returns (rows to answer again,
+    the response drops with each fallen-back row's refusal recorded as a failed evolution)."""
+    refused = {d["row_id"] for d in respond_drops if d["reason"] == "refusal"}
+    fallbacks = [row for row in rows if row["id"] in refused and row["evol_depth"] > 0]
+    moved = {row["id"] for row in fallbacks}
+    drops = [d for d in respond_drops if d["row_id"] not in moved]
+    drops += [drop(STAGE, "refusal", row, row["instruction"]) for row in fallbacks]
+    return [_parent(row) for row in fallbacks], drops
+
+
+def _parent(row: Row) -> Row:
+    mutation = row["mutations"][-1]
+    return {
+        **row,
+        "instruction": row["lineage"][-2],
+        "lineage": row["lineage"][:-1],
+        "mutations": row["mutations"][:-1],
+        "evol_depth": row["evol_depth"] - 1,
+        "evol_drops": [*row["evol_drops"], f"{row['evol_depth']}:{mutation}:refusal"],
+        "techniques": row["techniques"][:-1],
+        "templates": row["templates"][:-1],
+    }

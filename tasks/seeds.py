@@ -1,0 +1,110 @@
+"""Seed material in: a text file (passages separated by blank lines), a JSONL file, a local
+`datasets` directory, or a Hub dataset id. Every seed gets a stable `seed_id` (its `id` column, or a
+hash of its text) so a rerun with a few new seeds recomputes only theirs.
+
+Bad input stops here, before any model call, with a message that names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tasks.rows import Row, stable_id
+
+DEFAULT_SEEDS = Path(__file__).resolve().parents[1] / "data" / "seed_contexts.jsonl"
+
+
+class SeedError(ValueError):
+    """Seed input that cannot be used; the message says how to fix it."""
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SeedError(
+            f"{path} is not UTF-8 text (byte {err.start} is invalid). Re-save it as UTF-8."
+        ) from None
+
+
+def _jsonl_records(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SeedError(
+                f"{path}, line {number}: not valid JSON ({err.msg}). Each line must be one JSON "
+                "object, e.g. {\"context\": \"...\"}."
+            ) from None
+        if not isinstance(record, dict):
+            raise SeedError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
+        records.append({**record, "_line": number})
+    return records
+
+
+def _text_records(path: Path) -> list[dict[str, Any]]:
+    blocks = [b.strip() for b in _read_text(path).split("\n\n")]
+    return [{"context": b} for b in blocks if b]
+
+
+def _dataset_records(source: str) -> list[dict[str, Any]]:
+    import datasets
+
+    if Path(source).is_dir():
+        data = datasets.load_from_disk(source)
+    else:
+        try:
+            data = datasets.load_dataset(source)
+        except Exception as err:  # offline, private, misspelled: all the user can fix the same way
+            raise SeedError(
+                f"Cannot load seeds {source!r}: it is not a local file or directory, and loading it "
+                f"as a Hub dataset failed ({type(err).__name__}: {err}). Check the path, or the "
+                "dataset id and your network/HF_TOKEN."
+            ) from None
+    if isinstance(data, datasets.DatasetDict):
+        data = data["train"] if "train" in data else next(iter(data.values()))
+    return list(data)
+
+
+def read_records(source: str | Path) -> list[dict[str, Any]]:
+    path = Path(source)
+    if path.is_file():
+        if path.suffix in (".jsonl", ".json"):
+            return _jsonl_records(path)
+        return _text_records(path)
+    looks_like_path = path.suffix or str(source).startswith((".", "/", "~")) or str(source).count("/") != 1
+    if not path.exists() and looks_like_path:
+        raise SeedError(f"Seed file {str(source)!r} does not exist. Pass an existing file with --seeds.")
+    return _dataset_records(str(source))
+
+
+def load_seeds(source: str | Path | None = None, column: str = "context") -> list[Row]:
+    """Seed rows `{"seed_id", "context"}` from `source` (default: the passages shipped in data/)."""
+    source = source or DEFAULT_SEEDS
+    records = read_records(source)
+    if not records:
+        raise SeedError(f"{source} holds no seeds. Add passages (one JSON object per line, or "
+                        "blank-line-separated text).")
+    seeds, seen = [], set()
+    for index, record in enumerate(records):
+        where = f"line {record['_line']}" if "_line" in record else f"record {index}"
+        if column not in record:
+            columns = sorted(k for k in record if k != "_line")
+            raise SeedError(f"{source}, {where}: no {column!r} column (found {columns}). "
+                            "Pass --seed-column with the column that holds the seed text.")
+        text = record[column]
+        if not isinstance(text, str) or not text.strip():
+            raise SeedError(f"{source}, {where}: the {column!r} value is empty. Remove the line or "
+                            "fill it in.")
+        text = text.strip()
+        if text in seen:
+            continue
+        seen.add(text)
+        seed_id = str(record.get("id") or record.get("seed_id") or stable_id(text))
+        seeds.append({"seed_id": seed_id, "context": text})
+    return seeds

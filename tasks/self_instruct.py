@@ -1,0 +1,137 @@
+"""SelfInstruct (Wang et al., 2022, arXiv:2212.10560): new user queries grounded in a seed context.
+
+`build_messages` renders the prompt for one seed, `parse_instructions` turns the model's text into
+clean queries (numbering and bullets stripped, headers, echoes, degenerate and duplicate lines
+dropped with a reason, the count capped), and `generate_instructions` joins them over a batch.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tasks import prompts
+from tasks.backends import GenerationParams, Message, get_backend
+from tasks.caching import technique_task
+from tasks.filters import degenerate, echoes, empty, first_reason, normalize, words
+from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
+
+TEMPLATE = "self_instruct.jinja"
+STAGE = "self_instruct"
+
+# "1.", "2)", "(3)", "-", "*", "•", "Q1:", "Query 2 -", "Request:"... repeated ("1. - foo").
+_LIST_MARKER = re.compile(
+    r"^\s*(?:[-*•·+>]+|\(?\d{1,3}\s*[.):\]]|\(?[a-z][.)](?=\s)|"
+    r"(?:query|question|request|task|q)\s*\d*\s*[:.)\-])\s*",
+    re.IGNORECASE,
+)
+
+
+def build_messages(seed: Row, num_instructions: int) -> list[Message]:
+    content = prompts.render(TEMPLATE, context=seed["context"], num_instructions=num_instructions)
+    return [{"role": "user", "content": content}]
+
+
+def clean_line(line: str) -> str:
+    """One query line without list markers, markdown emphasis or wrapping quotes."""
+    line = line.strip()
+    while (stripped := _LIST_MARKER.sub("", line, count=1)) != line:
+        line = stripped.strip()
+    line = line.replace("**", "").replace("__", "").strip()
+    if len(line) >= 2 and line[0] in "\"'“" and line[-1] in "\"'”":
+        line = line[1:-1].strip()
+    return line
+
+
+def _not_a_request(line: str, context: str) -> str | None:
+    if line.endswith(":") or line.lower().startswith(("here are", "here is", "sure")):
+        return "not_a_request"
+    if len(words(line)) < 3:
+        return "too_short"
+    if len(words(line)) >= 8 and normalize(line) in normalize(context):
+        return "copied_context"
+    return None
+
+
+def parse_instructions(
+    text: str, num_instructions: int, context: str, boilerplate: str = ""
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """(kept queries, [(line, reason)] for every non-blank line dropped)."""
+    kept: list[str] = []
+    dropped: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for raw in text.splitlines():
+        line = clean_line(raw)
+        if not line:
+            if raw.strip():
+                dropped.append((raw.strip(), "empty"))
+            continue
+        reason = first_reason(
+            empty(line),
+            _not_a_request(line, context),
+            echoes(line, boilerplate),
+            degenerate(line),
+        )
+        if reason is None and normalize(line) in seen:
+            reason = "duplicate"
+        if reason is None and len(kept) >= num_instructions:
+            reason = "over_cap"
+        if reason:
+            dropped.append((line, reason))
+        else:
+            kept.append(line)
+            seen.add(normalize(line))
+    return kept, dropped
+
+
+def instruction_rows(
+    seed: Row, text: str, num_instructions: int, base: Row, params: GenerationParams
+) -> tuple[list[Row], list[dict[str, Any]]]:
+    boilerplate = prompts.render(TEMPLATE, context="", num_instructions=num_instructions)
+    kept, dropped = parse_instructions(text, num_instructions, seed["context"], boilerplate)
+    rows = [
+        with_stage(
+            base,
+            STAGE,
+            TEMPLATE,
+            params,
+            id=stable_id(seed["seed_id"], query),
+            seed_id=seed["seed_id"],
+            context=seed["context"],
+            instruction=query,
+            lineage=[query],
+            mutations=[],
+            evol_depth=0,
+            evol_drops=[],
+        )
+        for query in kept
+    ]
+    drops = [drop(STAGE, reason, seed, line) for line, reason in dropped]
+    if not kept and not dropped:
+        drops.append(drop(STAGE, "empty", seed, text))
+    return rows, drops
+
+
+@technique_task(STAGE, templates=lambda inputs: [TEMPLATE])
+def generate_instructions(
+    seeds: list[Row],
+    batch_index: int,
+    num_instructions: int,
+    model: str,
+    backend: str,
+    params: GenerationParams,
+) -> dict:
+    """Up to `num_instructions` queries per seed context; returns {"rows", "drops"}."""
+    llm = get_backend(backend, model)
+    outputs = llm.generate([build_messages(s, num_instructions) for s in seeds], params)
+    base = {"model": model, "backend": backend}
+    rows: list[Row] = []
+    drops: list[dict[str, Any]] = []
+    for seed, out in zip(seeds, outputs):
+        if failed := generation_drop(STAGE, out, seed):
+            drops.append(failed)
+            continue
+        new_rows, new_drops = instruction_rows(seed, out.text, num_instructions, base, params)
+        rows += new_rows
+        drops += new_drops
+    return {"rows": rows, "drops": drops}

@@ -1,0 +1,28 @@
+"""Environment defaults that make Prefect's temporary server work on a busy 2-core machine and keep
+the console free of messages a user cannot act on. A value the user set always wins."""
+
+import os
+import warnings
+
+DEFAULTS = {
+    # The temporary server starts in 11-21 s here (longer on a first run, which migrates its SQLite
+    # database); Prefect's default timeout of 20 s fails whenever the cores are busy.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+    # Offline, the telemetry heartbeat logs 'database is locked' tracebacks.
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # At shutdown the temporary server logs an event-flush CancelledError traceback.
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    # Ids and loaded models are passed explicitly; never a pickled model.
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
+
+
+def apply_defaults() -> None:
+    for name, value in DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    # Pydantic/Prefect deprecation chatter a dataset user can do nothing about.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*pkg_resources.*")
