@@ -27,13 +27,23 @@ Mutation = Literal["constraints", "deepening", "concretizing", "reasoning", "com
 Positive = Annotated[int, Field(gt=0)]
 
 
+def check_inputs(
+    seeds: str | None, seed_column: str, model: str, backend: str, output_dir: Path
+) -> list[dict]:
+    """Everything a user can get wrong, checked before any model call; returns the seed rows."""
+    check_output_dir(output_dir)
+    seed_rows = load_seeds(seeds, seed_column)
+    get_backend(backend, model)  # loads the model once per process; a bad id fails here
+    return seed_rows
+
+
 @flow(name="instruct", task_runner=ThreadPoolTaskRunner(max_workers=4))
 def instruct(
     seeds: str | None = None,
     seed_column: str = "context",
     num_instructions: Positive = 5,
     num_evolutions: Annotated[int, Field(ge=0)] = 1,
-    mutations: list[Mutation] = list(MUTATIONS),
+    mutations: tuple[Mutation, ...] = MUTATIONS,
     model: str = EMBEDDED_MODEL,
     backend: Literal["transformers", "fake"] = "transformers",
     temperature: Annotated[float, Field(ge=0)] = 0.7,
@@ -64,9 +74,7 @@ def instruct(
         output_dir: Where the dataset directory is written (replaced whole on success).
     """
     logger = get_run_logger()
-    check_output_dir(output_dir)
-    seed_rows = load_seeds(seeds, seed_column)
-    get_backend(backend, model)  # load now: a bad model id fails before any generation
+    seed_rows = check_inputs(seeds, seed_column, model, backend, output_dir)
     common = {"model": model, "backend": backend}
     instruction_params = GenerationParams(max_new_tokens=256, temperature=temperature, seed=seed)
     response_params = GenerationParams(
@@ -76,8 +84,12 @@ def instruct(
 
     # 1. SelfInstruct: user queries grounded in each seed passage.
     queries = map_batches(
-        generate_instructions, seed_rows, batch_size,
-        num_instructions=num_instructions, params=instruction_params, **common,
+        generate_instructions,
+        seed_rows,
+        batch_size,
+        num_instructions=num_instructions,
+        params=instruction_params,
+        **common,
     )
     rows, drops = queries["rows"], queries["drops"]
     logger.info("SelfInstruct: %d queries from %d passages", len(rows), len(seed_rows))
@@ -86,22 +98,36 @@ def instruct(
     #    their parent.
     for round_ in range(1, num_evolutions + 1):
         evolved = map_batches(
-            evolve_instructions, rows, batch_size,
-            round=round_, mutations=list(mutations), seed=seed, params=instruction_params, **common,
+            evolve_instructions,
+            rows,
+            batch_size,
+            round=round_,
+            mutations=list(mutations),
+            seed=seed,
+            params=instruction_params,
+            **common,
         )
         rows, drops = evolved["rows"], drops + evolved["drops"]
         logger.info("EvolInstruct round %d: %d evolutions dropped", round_, len(evolved["drops"]))
 
     # 3. A response for every instruction.
     answered = map_batches(
-        generate_responses, rows, batch_size,
-        params=response_params, system_prompt=system_prompt, **common,
+        generate_responses,
+        rows,
+        batch_size,
+        params=response_params,
+        system_prompt=system_prompt,
+        **common,
     )
     # 4. Elimination (paper rule 2): an evolution answered by a refusal falls back to its parent.
     fallbacks, respond_drops = fall_back_to_parent(rows, answered["drops"])
     reanswered = map_batches(
-        generate_responses, fallbacks, batch_size,
-        params=response_params, system_prompt=system_prompt, **common,
+        generate_responses,
+        fallbacks,
+        batch_size,
+        params=response_params,
+        system_prompt=system_prompt,
+        **common,
     )
     answered_rows = in_order(answered["rows"] + reanswered["rows"], rows)
     drops += respond_drops + reanswered["drops"]
@@ -109,8 +135,12 @@ def instruct(
     # 5. Drop exact duplicates across seeds, then save.
     final, duplicates = drop_duplicates(answered_rows)
     drops += duplicates
-    stages = {"seeds": len(seed_rows), "self_instruct": len(queries["rows"]),
-              "respond": len(answered_rows), "final": len(final)}
+    stages = {
+        "seeds": len(seed_rows),
+        "self_instruct": len(queries["rows"]),
+        "respond": len(answered_rows),
+        "final": len(final),
+    }
     summary = summarize(final, drops, stages)
     path = save_dataset(final, drops, summary, output_dir)
     logger.info("Saved %d rows to %s (%d drops)", len(final), path, len(drops))
@@ -120,4 +150,4 @@ def instruct(
 if __name__ == "__main__":
     from tasks.cli import main
 
-    main(instruct)
+    main(instruct, preflight=check_inputs)

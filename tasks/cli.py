@@ -4,8 +4,10 @@ in its UI), so flags mirror the parameters in kebab-case and never drift from th
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from prefect import Flow
@@ -39,11 +41,22 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
         elif kind.get("type") == "array":
             items = kind.get("items", {})
-            parser.add_argument(flag, dest=name, nargs="+", choices=items.get("enum"),
-                                type=_TYPES.get(items.get("type"), str), help=help_text)
+            parser.add_argument(
+                flag,
+                dest=name,
+                nargs="+",
+                choices=items.get("enum"),
+                type=_TYPES.get(items.get("type"), str),
+                help=help_text,
+            )
         else:
-            parser.add_argument(flag, dest=name, choices=kind.get("enum"),
-                                type=_TYPES.get(kind.get("type"), str), help=help_text)
+            parser.add_argument(
+                flag,
+                dest=name,
+                choices=kind.get("enum"),
+                type=_TYPES.get(kind.get("type"), str),
+                help=help_text,
+            )
     return parser
 
 
@@ -57,12 +70,32 @@ def print_summary(result: dict[str, Any]) -> None:
             print(f"  {reason:<36} {count}")
 
 
-def main(flow: Flow, argv: list[str] | None = None) -> dict[str, Any]:
+def _defaults(flow: Flow) -> dict[str, Any]:
+    return {
+        name: p.default
+        for name, p in inspect.signature(flow.fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def _fail(err: Exception) -> None:
+    print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def main(
+    flow: Flow, argv: list[str] | None = None, preflight: Callable[..., Any] | None = None
+) -> dict[str, Any]:
+    """Parse flags, validate them and run `preflight` (the flow's input checks) before the flow
+    starts, so bad input ends with one clear line instead of a failed run's traceback."""
     args = vars(build_parser(flow).parse_args(argv))
     try:
-        result = flow(**args)
+        params = {**_defaults(flow), **flow.validate_parameters(args)}
+        if preflight:
+            wanted = inspect.signature(preflight).parameters
+            preflight(**{k: v for k, v in params.items() if k in wanted})
     except (ParameterTypeError, SeedError, OutputDirError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(err)
+    result = flow(**args)
     print_summary(result)
     return result

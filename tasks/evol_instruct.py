@@ -17,7 +17,7 @@ from typing import Any
 from tasks import prompts
 from tasks.backends import GenerationParams, Message, get_backend
 from tasks.caching import technique_task
-from tasks.filters import degenerate, echoes, empty, first_reason, no_gain
+from tasks.filters import degenerate, echoes, empty, first_reason, no_gain, not_a_request
 from tasks.rows import Row, drop, generation_drop, with_stage
 
 STAGE = "evol_instruct"
@@ -26,8 +26,14 @@ IN_BREADTH = ("breadth",)
 MUTATIONS = IN_DEPTH + IN_BREADTH
 # The evolving prompts' own words; an evolution that repeats them is an echo (paper rule 4).
 MARKERS = (
-    "#the given prompt#", "#rewritten prompt#", "#created prompt#", "given prompt",
-    "rewritten prompt", "created prompt", "prompt rewriter", "prompt creator",
+    "#the given prompt#",
+    "#rewritten prompt#",
+    "#created prompt#",
+    "given prompt",
+    "rewritten prompt",
+    "created prompt",
+    "prompt rewriter",
+    "prompt creator",
 )
 _LEADING_LABEL = re.compile(
     r"^\s*(?:\*\*|#+\s*)?(?:#?\s*(?:the\s+)?(?:rewritten|created|new)\s+prompt\s*#?)\s*(?:\*\*)?"
@@ -52,8 +58,13 @@ def build_messages(instruction: str, mutation: str) -> list[Message]:
 
 
 def parse_evolution(text: str) -> str:
-    """The rewritten instruction: a leading 'Rewritten Prompt:' label and wrapping quotes removed."""
-    text = _LEADING_LABEL.sub("", text.strip(), count=1).strip()
+    """The rewritten instruction: a lead-in line ("Here's a rewritten version:"), a leading
+    'Rewritten Prompt:' label and wrapping quotes removed."""
+    text = text.strip()
+    first, _, rest = text.partition("\n")
+    if rest.strip() and first.rstrip().endswith(":") and len(first) < 120:
+        text = rest.strip()
+    text = _LEADING_LABEL.sub("", text, count=1).strip()
     if len(text) >= 2 and text[0] in "\"'“" and text[-1] in "\"'”":
         text = text[1:-1].strip()
     return text
@@ -66,6 +77,7 @@ def eliminate(candidate: str, parent: str, mutation: str) -> str | None:
         empty(candidate),
         echoes(candidate, boilerplate, markers=MARKERS),
         degenerate(candidate),
+        not_a_request(candidate),
         no_gain(candidate, parent),
     )
 

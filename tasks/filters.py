@@ -112,5 +112,34 @@ def refusal(response: str, max_words: int = 80) -> str | None:
     return None
 
 
+_REQUEST_START = frozenset(
+    "what why how when where which who whom whose can could would should is are do does did will "
+    "explain describe write list summarize summarise compare contrast give provide tell create "
+    "calculate compute discuss outline identify define analyze analyse evaluate suggest propose "
+    "design imagine translate rewrite generate find show name classify convert draft plan help "
+    "please given using based suppose assume consider estimate predict prove solve recommend".split()
+)
+_ASSISTANT_VOICE = re.compile(
+    r"\b(i'm here to|i am here to|(?:i'd|i would|i'll|i will) be (?:happy|glad) to|"
+    r"happy to (?:help|assist)|i'm ready to|how can i (?:help|assist))",
+    re.IGNORECASE,
+)
+
+
+def not_a_request(text: str) -> str | None:
+    """`not_a_request` unless some line asks something (a question mark, or a line opening with a
+    question word or an imperative); `assistant_voice` when it speaks as the assistant. This is
+    how an evolution that answered its prompt instead of rewriting it is caught."""
+    if _ASSISTANT_VOICE.search(text):
+        return "assistant_voice"
+    if "?" in text:
+        return None
+    for line in text.splitlines():
+        first = [w for w in words(line) if not w.isdigit()][:1]  # skip list numbering
+        if first and first[0] in _REQUEST_START:
+            return None
+    return "not_a_request"
+
+
 def first_reason(*reasons: str | None) -> str | None:
     return next((r for r in reasons if r), None)

@@ -39,7 +39,7 @@ def _jsonl_records(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as err:
             raise SeedError(
                 f"{path}, line {number}: not valid JSON ({err.msg}). Each line must be one JSON "
-                "object, e.g. {\"context\": \"...\"}."
+                'object, e.g. {"context": "..."}.'
             ) from None
         if not isinstance(record, dict):
             raise SeedError(f"{path}, line {number}: expected a JSON object, got {type(record).__name__}.")
@@ -88,19 +88,23 @@ def load_seeds(source: str | Path | None = None, column: str = "context") -> lis
     source = source or DEFAULT_SEEDS
     records = read_records(source)
     if not records:
-        raise SeedError(f"{source} holds no seeds. Add passages (one JSON object per line, or "
-                        "blank-line-separated text).")
+        raise SeedError(
+            f"{source} holds no seeds. Add passages (one JSON object per line, or blank-line-separated text)."
+        )
     seeds, seen = [], set()
     for index, record in enumerate(records):
         where = f"line {record['_line']}" if "_line" in record else f"record {index}"
         if column not in record:
             columns = sorted(k for k in record if k != "_line")
-            raise SeedError(f"{source}, {where}: no {column!r} column (found {columns}). "
-                            "Pass --seed-column with the column that holds the seed text.")
+            raise SeedError(
+                f"{source}, {where}: no {column!r} column (found {columns}). "
+                "Pass --seed-column with the column that holds the seed text."
+            )
         text = record[column]
         if not isinstance(text, str) or not text.strip():
-            raise SeedError(f"{source}, {where}: the {column!r} value is empty. Remove the line or "
-                            "fill it in.")
+            raise SeedError(
+                f"{source}, {where}: the {column!r} value is empty. Remove the line or fill it in."
+            )
         text = text.strip()
         if text in seen:
             continue

@@ -13,7 +13,7 @@ from typing import Any
 from tasks import prompts
 from tasks.backends import GenerationParams, Message, get_backend
 from tasks.caching import technique_task
-from tasks.filters import degenerate, echoes, empty, first_reason, normalize, words
+from tasks.filters import degenerate, echoes, empty, first_reason, normalize, not_a_request, words
 from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
 
 TEMPLATE = "self_instruct.jinja"
@@ -25,6 +25,7 @@ _LIST_MARKER = re.compile(
     r"(?:query|question|request|task|q)\s*\d*\s*[:.)\-])\s*",
     re.IGNORECASE,
 )
+_INLINE_ITEM = re.compile(r"(?<=[?.!])\s+(?=\d{1,2}[.)]\s)")
 
 
 def build_messages(seed: Row, num_instructions: int) -> list[Message]:
@@ -43,14 +44,22 @@ def clean_line(line: str) -> str:
     return line
 
 
-def _not_a_request(line: str, context: str) -> str | None:
-    if line.endswith(":") or line.lower().startswith(("here are", "here is", "sure")):
+def split_lines(text: str) -> list[str]:
+    """Lines of the output, with inline lists ("1. What...? 2. Why...?") split into items."""
+    lines = []
+    for line in text.splitlines():
+        lines += _INLINE_ITEM.split(line) if len(_INLINE_ITEM.findall(line)) >= 1 else [line]
+    return lines
+
+
+def _unusable(line: str, context: str) -> str | None:
+    if line.endswith(":") or line.lower().startswith(("here are", "here is", "here's", "sure")):
         return "not_a_request"
     if len(words(line)) < 3:
         return "too_short"
     if len(words(line)) >= 8 and normalize(line) in normalize(context):
         return "copied_context"
-    return None
+    return not_a_request(line)
 
 
 def parse_instructions(
@@ -60,7 +69,7 @@ def parse_instructions(
     kept: list[str] = []
     dropped: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for raw in text.splitlines():
+    for raw in split_lines(text):
         line = clean_line(raw)
         if not line:
             if raw.strip():
@@ -68,7 +77,7 @@ def parse_instructions(
             continue
         reason = first_reason(
             empty(line),
-            _not_a_request(line, context),
+            _unusable(line, context),
             echoes(line, boilerplate),
             degenerate(line),
         )
@@ -120,18 +129,36 @@ def generate_instructions(
     model: str,
     backend: str,
     params: GenerationParams,
+    max_attempts: int = 3,
 ) -> dict:
-    """Up to `num_instructions` queries per seed context; returns {"rows", "drops"}."""
+    """Up to `num_instructions` queries per seed context; returns {"rows", "drops"}.
+
+    Small models often write fewer queries than asked: a seed short of its count is sampled again
+    (with the next seed value, so reruns repeat it) up to `max_attempts` times."""
     llm = get_backend(backend, model)
-    outputs = llm.generate([build_messages(s, num_instructions) for s in seeds], params)
     base = {"model": model, "backend": backend}
-    rows: list[Row] = []
+    kept: dict[str, list[Row]] = {s["seed_id"]: [] for s in seeds}
     drops: list[dict[str, Any]] = []
-    for seed, out in zip(seeds, outputs):
-        if failed := generation_drop(STAGE, out, seed):
-            drops.append(failed)
-            continue
-        new_rows, new_drops = instruction_rows(seed, out.text, num_instructions, base, params)
-        rows += new_rows
-        drops += new_drops
-    return {"rows": rows, "drops": drops}
+    pending = list(seeds)
+    for attempt in range(max_attempts):
+        attempt_params = params.model_copy(update={"seed": params.seed + attempt})
+        outputs = llm.generate([build_messages(s, num_instructions) for s in pending], attempt_params)
+        for seed, out in zip(pending, outputs):
+            if failed := generation_drop(STAGE, out, seed):
+                drops.append(failed)
+                continue
+            rows, new_drops = instruction_rows(seed, out.text, num_instructions, base, params)
+            have = {normalize(r["instruction"]) for r in kept[seed["seed_id"]]}
+            for row in rows:
+                if normalize(row["instruction"]) in have:
+                    new_drops.append(drop(STAGE, "duplicate", seed, row["instruction"]))
+                elif len(kept[seed["seed_id"]]) >= num_instructions:
+                    new_drops.append(drop(STAGE, "over_cap", seed, row["instruction"]))
+                else:
+                    kept[seed["seed_id"]].append(row)
+                    have.add(normalize(row["instruction"]))
+            drops += new_drops
+        pending = [s for s in pending if len(kept[s["seed_id"]]) < num_instructions]
+        if not pending:
+            break
+    return {"rows": [row for s in seeds for row in kept[s["seed_id"]]], "drops": drops}

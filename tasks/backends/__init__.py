@@ -8,7 +8,15 @@ from collections.abc import Callable
 
 from tasks.backends.base import Backend, Generation, GenerationParams, Message, Prompt
 
-__all__ = ["Backend", "Generation", "GenerationParams", "Message", "Prompt", "BACKENDS", "get_backend"]
+__all__ = [
+    "Backend",
+    "Generation",
+    "GenerationParams",
+    "Message",
+    "Prompt",
+    "BACKENDS",
+    "get_backend",
+]
 
 
 def _fake(model: str) -> Backend:
@@ -32,9 +40,7 @@ _lock = threading.Lock()
 def get_backend(backend: str, model: str) -> Backend:
     """The process-wide instance of `backend` serving `model`, loaded on first use."""
     if backend not in BACKENDS:
-        raise ValueError(
-            f"Unknown backend {backend!r}. Use one of: {', '.join(sorted(BACKENDS))}."
-        )
+        raise ValueError(f"Unknown backend {backend!r}. Use one of: {', '.join(sorted(BACKENDS))}.")
     with _lock:
         key = (backend, model)
         if key not in _loaded:

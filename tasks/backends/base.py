@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, Union
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 # A prompt is either a chat conversation (rendered with the model's chat template, generation prompt
 # appended) or a raw string sent to the model exactly as given (Magpie's pre-query prompts).
 Message = dict[str, str]
-Prompt = Union[list[Message], str]
+Prompt = list[Message] | str
 
 FinishReason = Literal["stop", "length", "prompt_too_long"]
 
@@ -23,6 +23,7 @@ class GenerationParams(BaseModel):
     max_new_tokens: int = Field(256, gt=0, description="Most tokens generated per prompt.")
     temperature: float = Field(0.7, ge=0.0, description="0 means greedy decoding.")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    repetition_penalty: float = Field(1.0, gt=0.0, description="Above 1 discourages loops.")
     seed: int = Field(0, description="Sampling seed; with the batch content it fixes the output.")
     stop: tuple[str, ...] = Field((), description="Strings that end a generation (cut from output).")
 

@@ -16,8 +16,24 @@ from urllib.parse import parse_qs, urlsplit
 from tasks.backends.base import Generation, GenerationParams, Prompt
 
 _VERBS = ["Explain", "Describe", "Compare", "Summarize", "List", "Outline", "Evaluate", "Predict"]
-_NOUNS = ["river", "engine", "market", "library", "protein", "glacier", "algorithm", "festival",
-          "harbor", "vaccine", "satellite", "orchard", "theorem", "bridge", "language", "forest"]
+_NOUNS = [
+    "river",
+    "engine",
+    "market",
+    "library",
+    "protein",
+    "glacier",
+    "algorithm",
+    "festival",
+    "harbor",
+    "vaccine",
+    "satellite",
+    "orchard",
+    "theorem",
+    "bridge",
+    "language",
+    "forest",
+]
 _ASPECTS = ["history", "main causes", "trade-offs", "daily impact", "open questions", "key steps"]
 
 Responder = Callable[[Prompt, GenerationParams], str]

@@ -6,8 +6,11 @@ model's chat template, and stopped at the end-of-turn token or any stop string.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tasks.backends.base import Generation, GenerationParams, Prompt
 from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
@@ -23,6 +26,37 @@ def resolve_model(model: str) -> str:
     return model
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers at all (offline, its client retries for ~25 s)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return False
+    host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _hub_options(source: str, model: str) -> dict:
+    """from_pretrained options for a Hub id: the local HF cache when the Hub is out of reach."""
+    if Path(source).exists() or hub_reachable():
+        return {}
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(source, "config.json"), str)
+    except ValueError:  # not even a valid repo id
+        cached = False
+    if cached:
+        return {"local_files_only": True}
+    raise ValueError(
+        f"Model {model!r} is not a local directory, not in the Hugging Face cache, and the Hub "
+        f"cannot be reached from this machine. Pass --model with a local model directory, "
+        f"{EMBEDDED_MODEL!r} (the embedded default), or run where the Hub is reachable."
+    )
+
+
 def load_model(model: str, device: str | None = None):
     """(tokenizer, model) for a model id; raises a ValueError that says what to pass instead."""
     import torch
@@ -33,10 +67,11 @@ def load_model(model: str, device: str | None = None):
     transformers.utils.logging.disable_progress_bar()
     source = resolve_model(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    options = _hub_options(source, model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, **options)
         dtype = torch.bfloat16 if device == "cuda" else torch.float32  # no fast fp16/bf16 on CPU
-        lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+        lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **options).to(device).eval()
     except (OSError, ValueError) as err:
         hint = "" if Path(source).exists() else " (is it a Hub id and this machine offline?)"
         raise ValueError(
@@ -72,9 +107,7 @@ class TransformersBackend:
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
     def generate(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:
-        ids = [
-            self.tokenizer(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts
-        ]
+        ids = [self.tokenizer(self.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
         results: list[Generation | None] = [None] * len(prompts)
         limit = self.context_window - params.max_new_tokens
         fits = [i for i, seq in enumerate(ids) if len(seq) <= limit]
@@ -102,6 +135,7 @@ class TransformersBackend:
                 temperature=params.temperature if sampling else None,
                 top_p=params.top_p if sampling else None,
                 top_k=None,
+                repetition_penalty=params.repetition_penalty,
                 eos_token_id=self.eos_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
                 stop_strings=list(params.stop) or None,

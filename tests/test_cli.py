@@ -1,0 +1,64 @@
+"""The command line: flags mirror the flow's parameters, bad input ends in one clear line, and a
+successful run prints progress and a summary with no traceback or warning."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.instruct import instruct
+from tasks.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, env=None, timeout=600):
+    return subprocess.run(
+        [sys.executable, "flows/instruct.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_help_lists_every_flow_parameter_in_kebab_case():
+    help_text = build_parser(instruct).format_help()
+    for name in instruct.parameters.properties:
+        assert "--" + name.replace("_", "-") in help_text
+    assert "User queries to write per seed passage" in help_text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "missing.jsonl"], "Seed file 'missing.jsonl' does not exist"),
+        (["--num-instructions", "0"], "num_instructions: Input should be greater than 0"),
+        (["--num-evolutions", "-1"], "num_evolutions: Input should be greater than or equal to 0"),
+        (["--output-dir", "pyproject.toml"], "is a file. Pass a directory path"),
+        (["--backend", "transformers", "--model", "no-such-org/no-such-model"], "not a local directory"),
+        (["--mutations", "shuffle"], "invalid choice: 'shuffle'"),
+    ],
+)
+def test_bad_input_ends_in_a_clear_error_before_any_run(args, message, tmp_path):
+    args = ["--backend", "fake", *args] if "--backend" not in args else args
+    result = run_cli(*args, env={"PREFECT_HOME": str(tmp_path)}, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "prefect.db").exists()  # no Prefect run was even started
+
+
+def test_a_successful_run_is_clean(tmp_path):
+    env = {"PREFECT_HOME": str(tmp_path / "home")}
+    out = tmp_path / "out"
+    result = run_cli("--backend", "fake", "--num-evolutions", "1", "--output-dir", str(out), env=env)
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console
+    for noise in ("Traceback", "Warning", "WARNING", "ERROR", "database is locked", "CancelledError"):
+        assert noise not in console
+    assert "Task run 'self_instruct[0]' - Finished in state Completed()" in console
+    assert f"Dataset: {out}" in console and (out / "dataset" / "dataset_info.json").exists()

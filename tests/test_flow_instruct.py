@@ -1,0 +1,125 @@
+"""The instruct flow on the fake backend, under a Prefect test server."""
+
+import json
+
+import datasets
+import pytest
+from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+from flows.instruct import instruct
+from tasks.backends.fake import fake_text, prompt_text
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+SMALL = {"backend": "fake", "model": "fake", "num_instructions": 3, "num_evolutions": 2}
+PROVENANCE = [
+    "id",
+    "seed_id",
+    "context",
+    "model",
+    "backend",
+    "techniques",
+    "templates",
+    "generation",
+    "lineage",
+    "mutations",
+    "evol_depth",
+    "evol_drops",
+]
+
+
+def read_rows(path):
+    return [json.loads(line) for line in open(path / "data.jsonl")]
+
+
+def is_self_instruct(prompt) -> bool:
+    return "Questions:" in prompt_text(prompt)
+
+
+def test_flow_writes_a_dataset_with_provenance(tmp_path, fake):
+    summary = instruct(**SMALL, output_dir=tmp_path / "out")
+    data = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))
+    assert summary["rows"] == len(data) > 0
+    assert {"instruction", "response", *PROVENANCE} <= set(data.column_names)
+    for row in data:
+        assert row["instruction"].strip() and row["response"].strip()
+        assert row["model"] == "fake" and row["backend"] == "fake"
+        assert row["techniques"][0] == "self_instruct" and row["techniques"][-1] == "respond"
+        assert len(row["lineage"]) == row["evol_depth"] + 1 == len(row["mutations"]) + 1
+        assert row["lineage"][-1] == row["instruction"]
+        assert set(json.loads(row["generation"])) >= {"self_instruct", "respond"}
+    assert read_rows(tmp_path / "out") == [{**r, "system_prompt": r["system_prompt"]} for r in data.to_list()]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["rows"] == len(data)
+
+
+def test_a_second_run_makes_no_model_calls(tmp_path, fake):
+    first = instruct(**SMALL, output_dir=tmp_path / "a")
+    assert fake.calls
+    fake.calls.clear()
+    second = instruct(**SMALL, output_dir=tmp_path / "b")
+    assert fake.calls == []
+    assert read_rows(tmp_path / "a") == read_rows(tmp_path / "b")
+    assert first["rows"] == second["rows"]
+
+
+def test_an_interrupted_run_recomputes_only_unfinished_batches(tmp_path, fake):
+    def broken_for_bees(prompt, params):
+        if is_self_instruct(prompt) and "waggle dance" in prompt_text(prompt):
+            raise ValueError("backend went away")  # not retried: the run fails here
+        return fake_text(prompt, params)
+
+    fake.responder = broken_for_bees
+    with pytest.raises(ValueError, match="backend went away"):
+        instruct(**SMALL, batch_size=2, output_dir=tmp_path / "out")  # 6 seeds: 3 batches
+    assert not (tmp_path / "out").exists()
+
+    fake.responder = fake_text
+    fake.calls.clear()
+    resumed = instruct(**SMALL, batch_size=2, output_dir=tmp_path / "out")
+    self_instruct_prompts = [p for p in fake.prompts if is_self_instruct(p)]
+    assert len({prompt_text(p) for p in self_instruct_prompts}) == 2  # only the failed batch
+
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "fresh-results"}):
+        clean = instruct(**SMALL, batch_size=2, output_dir=tmp_path / "clean")
+    assert read_rows(tmp_path / "out") == read_rows(tmp_path / "clean")
+    assert resumed["rows"] == clean["rows"]
+
+
+def test_a_transient_backend_error_is_retried(tmp_path, fake):
+    failures = []
+
+    def flaky(prompt, params):
+        if not failures:
+            failures.append(1)
+            raise ConnectionError("connection reset")
+        return fake_text(prompt, params)
+
+    fake.responder = flaky
+    summary = instruct(**{**SMALL, "num_evolutions": 0}, output_dir=tmp_path / "out")
+    assert failures and summary["rows"] > 0
+
+
+def test_the_run_seed_changes_the_data_and_the_same_seed_repeats_it(tmp_path, fake):
+    a = instruct(**SMALL, seed=1, output_dir=tmp_path / "a")
+    b = instruct(**SMALL, seed=2, output_dir=tmp_path / "b")
+    assert read_rows(tmp_path / "a") != read_rows(tmp_path / "b")
+    assert a["rows"] > 0 and b["rows"] > 0
+
+
+def test_bad_generations_are_dropped_with_reasons_not_raised(tmp_path, fake):
+    def derailing(prompt, params):
+        text = prompt_text(prompt)
+        if is_self_instruct(prompt):
+            return "Here are the questions:\n1. What is it?\n2. What is it?\n3. 🐝🐝🐝🐝\n4. Why do bees dance at all?"
+        if "Prompt Rewriter" in text or "Prompt Creator" in text:
+            return "#Rewritten Prompt#: the given prompt again"
+        return "I'm sorry, I cannot help with that." if "dance" in text else "A fine answer."
+
+    fake.responder = derailing
+    summary = instruct(**{**SMALL, "num_evolutions": 1}, output_dir=tmp_path / "out")
+    reasons = summary["drops"]
+    assert reasons.get("self_instruct:not_a_request") and reasons.get("self_instruct:duplicate")
+    assert reasons.get("evol_instruct:echo_of_prompt") and reasons.get("respond:refusal")
+    drops = [json.loads(line) for line in open(tmp_path / "out" / "drops.jsonl")]
+    assert all(d["reason"] and d["stage"] for d in drops)
+    assert all("dance" not in r["instruction"] for r in read_rows(tmp_path / "out"))
