@@ -77,6 +77,8 @@ def instruct(
     seed_rows = check_inputs(seeds, seed_column, model, backend, output_dir)
     common = {"model": model, "backend": backend}
     instruction_params = GenerationParams(max_new_tokens=256, temperature=temperature, seed=seed)
+    # A rewrite adds 10-20 words; one still going after 160 tokens is answering, not rewriting.
+    evolution_params = instruction_params.model_copy(update={"max_new_tokens": 160})
     response_params = GenerationParams(
         max_new_tokens=max_new_tokens, temperature=response_temperature, seed=seed
     )
@@ -104,7 +106,7 @@ def instruct(
             round=round_,
             mutations=list(mutations),
             seed=seed,
-            params=instruction_params,
+            params=evolution_params,
             **common,
         )
         rows, drops = evolved["rows"], drops + evolved["drops"]

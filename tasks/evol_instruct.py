@@ -17,7 +17,7 @@ from typing import Any
 from tasks import prompts
 from tasks.backends import GenerationParams, Message, get_backend
 from tasks.caching import technique_task
-from tasks.filters import degenerate, echoes, empty, first_reason, no_gain, not_a_request
+from tasks.filters import degenerate, echoes, empty, first_reason, no_gain, not_a_request, words
 from tasks.rows import Row, drop, generation_drop, with_stage
 
 STAGE = "evol_instruct"
@@ -70,11 +70,18 @@ def parse_evolution(text: str) -> str:
     return text
 
 
+def too_long(candidate: str, parent: str) -> str | None:
+    """The evolving prompt allows 10-20 added words; an essay is an answer, not a rewrite."""
+    parent_words = len(words(parent))
+    return "too_long" if len(words(candidate)) > max(2.5 * parent_words, parent_words + 60) else None
+
+
 def eliminate(candidate: str, parent: str, mutation: str) -> str | None:
     """Why this evolution fails (None when it is kept)."""
     boilerplate = prompts.render(template_for(mutation), instruction="")
     return first_reason(
         empty(candidate),
+        too_long(candidate, parent),
         echoes(candidate, boilerplate, markers=MARKERS),
         degenerate(candidate),
         not_a_request(candidate),
@@ -122,6 +129,9 @@ def evolve_instructions(
     for row, mutation, out in zip(rows, chosen, outputs):
         if failed := generation_drop(STAGE, out, row):
             new_row, record = row, failed
+        elif out.finish_reason == "length":  # cut off mid-rewrite: incomplete by construction
+            new_row = {**row, "evol_drops": [*row["evol_drops"], f"{round}:{mutation}:truncated"]}
+            record = drop(STAGE, "truncated", row, out.text)
         else:
             new_row, record = evolve_row(row, out.text, mutation, round, params)
         out_rows.append(new_row)

@@ -34,7 +34,8 @@ def test_parse_evolution(text, expected):
         ("#The Given Prompt#: What causes spring tides?", "echo_of_prompt"),
         ("The given prompt is a bit too simple, so here it is.", "echo_of_prompt"),
         ("Rewrite the given prompt into a more complex version that is harder", "echo_of_prompt"),
-        ("🌊🌊🌊 🌊🌊🌊 🌊🌊", "degenerate"),
+        ("🌊🌊🌊 🌊🌊🌊 🌊🌊", "empty"),
+        ("Why 🌊🌊🌊🌊🌊🌊🌊🌊?", "degenerate"),
         ("Spring tides are caused by the alignment of the Sun and the Moon.", "not_a_request"),
         ("What causes spring tides?", "near_identical"),
         ("What causes tides?", "no_new_information"),
@@ -85,3 +86,8 @@ def test_refused_evolution_falls_back_to_its_parent():
     assert [r["instruction"] for r in fallbacks] == [PARENT]
     assert fallbacks[0]["evol_depth"] == 0 and fallbacks[0]["evol_drops"] == ["1:deepening:refusal"]
     assert {(d["stage"], d["row_id"]) for d in new_drops} == {("respond", "r2"), ("evol_instruct", "r1")}
+
+
+def test_an_essay_is_not_a_rewrite():
+    essay = "What causes spring tides? " + "The Moon and the Sun pull on the oceans together. " * 8
+    assert eliminate(essay, PARENT, "deepening") == "too_long"

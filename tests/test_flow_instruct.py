@@ -110,7 +110,15 @@ def test_bad_generations_are_dropped_with_reasons_not_raised(tmp_path, fake):
     def derailing(prompt, params):
         text = prompt_text(prompt)
         if is_self_instruct(prompt):
-            return "Here are the questions:\n1. What is it?\n2. What is it?\n3. 🐝🐝🐝🐝\n4. Why do bees dance at all?"
+            return "\n".join(
+                [
+                    "Here are the questions:",
+                    "1. What is it?",
+                    "2. What is it?",
+                    "3. 🐝🐝🐝🐝",
+                    "4. Why do bees dance at all?",
+                ]
+            )
         if "Prompt Rewriter" in text or "Prompt Creator" in text:
             return "#Rewritten Prompt#: the given prompt again"
         return "I'm sorry, I cannot help with that." if "dance" in text else "A fine answer."
