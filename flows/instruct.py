@@ -15,7 +15,7 @@ from pydantic import Field
 
 from tasks.backends import GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
-from tasks.batching import map_batches
+from tasks.batching import Ledger, map_batches
 from tasks.dataset import check_output_dir, save_dataset, summarize
 from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
 from tasks.respond import generate_responses
@@ -84,6 +84,8 @@ def instruct(
     )
     logger.info("Loaded %d seed passages; model %s (%s)", len(seed_rows), model, backend)
 
+    ledger = Ledger()
+
     # 1. SelfInstruct: user queries grounded in each seed passage.
     queries = map_batches(
         generate_instructions,
@@ -93,7 +95,7 @@ def instruct(
         params=instruction_params,
         **common,
     )
-    rows, drops = queries["rows"], queries["drops"]
+    rows = ledger.rows(queries, "self_instruct")
     logger.info("SelfInstruct: %d queries from %d passages", len(rows), len(seed_rows))
 
     # 2. EvolInstruct: each round evolves every query in depth or breadth; failed evolutions keep
@@ -109,7 +111,7 @@ def instruct(
             params=evolution_params,
             **common,
         )
-        rows, drops = evolved["rows"], drops + evolved["drops"]
+        rows = ledger.rows(evolved, f"evol_instruct_{round_}")
         logger.info("EvolInstruct round %d: %d evolutions dropped", round_, len(evolved["drops"]))
 
     # 3. A response for every instruction.
@@ -122,7 +124,7 @@ def instruct(
         **common,
     )
     # 4. Elimination (paper rule 2): an evolution answered by a refusal falls back to its parent.
-    fallbacks, respond_drops = fall_back_to_parent(rows, answered["drops"])
+    fallbacks, answered["drops"] = fall_back_to_parent(rows, answered["drops"])
     reanswered = map_batches(
         generate_responses,
         fallbacks,
@@ -131,21 +133,19 @@ def instruct(
         system_prompt=system_prompt,
         **common,
     )
-    answered_rows = in_order(answered["rows"] + reanswered["rows"], rows)
-    drops += respond_drops + reanswered["drops"]
+    answered_rows = in_order(ledger.rows(answered, "respond") + ledger.rows(reanswered, "respond"), rows)
 
     # 5. Drop exact duplicates across seeds, then save.
     final, duplicates = drop_duplicates(answered_rows)
-    drops += duplicates
-    stages = {
-        "seeds": len(seed_rows),
-        "self_instruct": len(queries["rows"]),
-        "respond": len(answered_rows),
-        "final": len(final),
-    }
-    summary = summarize(final, drops, stages)
-    path = save_dataset(final, drops, summary, output_dir)
-    logger.info("Saved %d rows to %s (%d drops)", len(final), path, len(drops))
+    ledger.drops += duplicates
+    summary = summarize(final, ledger, seeds=len(seed_rows))
+    logger.info("Saving %d rows to %s", len(final), output_dir)
+    path = save_dataset(final, ledger.drops, ledger.failures, summary, output_dir)
+    if ledger.failures:
+        logger.warning(
+            "%d rows failed with errors (see failures.jsonl); run the same command again to retry them",
+            len(ledger.failures),
+        )
     return {**summary, "output_dir": str(path)}
 
 

@@ -1,6 +1,9 @@
 """Run a technique task over a list of rows, one Prefect task run per batch.
 
-A batch is the unit of caching and of resume: a crash costs at most the batches in flight.
+A batch is the unit of caching and of resume: a crash costs at most the batches in flight. A batch
+that still fails after its retries is split into single rows so that one bad row cannot sink its
+neighbours (fault isolation); rows that fail alone become failure records, the run completes, and
+because a failure is never cached the next run tries them again.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from prefect import Task, unmapped
+from prefect.futures import PrefectFuture, wait
 
 Row = dict[str, Any]
 
@@ -17,18 +21,69 @@ def chunk(rows: Sequence[Row], size: int) -> list[list[Row]]:
     return [list(rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
-def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any) -> dict:
-    """Submit `task(batch, batch_index=i, **params)` for every batch and gather, in order, the
-    rows and the drop records the batches return. A batch that still fails after its retries
-    raises here, so the flow fails instead of reporting success with rows missing."""
-    batches = chunk(rows, batch_size)
-    if not batches:
-        return {"rows": [], "drops": []}
-    futures = task.map(
-        batches, batch_index=range(len(batches)), **{k: unmapped(v) for k, v in params.items()}
-    )
-    results = [future.result() for future in futures]
+def _submit(task: Task, batches: list[list[Row]], names: list[str], params: dict) -> list[PrefectFuture]:
+    futures = task.map(batches, batch_index=names, **{k: unmapped(v) for k, v in params.items()})
+    wait(futures)  # every batch ends before any result is read: no finished work is thrown away
+    return futures
+
+
+def _error(future: PrefectFuture) -> BaseException | None:
+    state = future.state
+    if state.is_completed():
+        return None
+    error = state.result(raise_on_failure=False)
+    return error if isinstance(error, BaseException) else RuntimeError(str(state.message))
+
+
+def failure(stage: str, row: Row, error: BaseException) -> dict[str, Any]:
     return {
-        "rows": [row for result in results for row in result["rows"]],
-        "drops": [drop for result in results for drop in result["drops"]],
+        "stage": stage,
+        "row_id": row.get("id"),
+        "seed_id": row.get("seed_id"),
+        "error": f"{type(error).__name__}: {error}",
+        "raw_output": getattr(error, "raw_output", None),
     }
+
+
+def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any) -> dict:
+    """Run `task(batch, batch_index=i, **params)` over every batch; gather, in input order, the
+    rows and drop records the batches return, plus a failure record for each row that failed."""
+    batches = chunk(rows, batch_size)
+    out: dict[str, list] = {"rows": [], "drops": [], "failures": []}
+    if not batches:
+        return out
+    futures = _submit(task, batches, [str(i) for i in range(len(batches))], params)
+    for index, (batch, future) in enumerate(zip(batches, futures)):
+        if _error(future) is None:
+            result = future.result()
+            out["rows"] += result["rows"]
+            out["drops"] += result["drops"]
+            continue
+        # Isolate: each row alone, without further retries (the batch already had its retries).
+        alone = task.with_options(retries=0)
+        names = [f"{index}.{j}" for j in range(len(batch))]
+        for row, single in zip(batch, _submit(alone, [[r] for r in batch], names, params)):
+            if (error := _error(single)) is not None:
+                out["failures"].append(failure(task.name, row, error))
+            else:
+                out["rows"] += single.result()["rows"]
+                out["drops"] += single.result()["drops"]
+    return out
+
+
+class Ledger:
+    """What a run set aside on the way: drop records (bad generations, with reasons), failure
+    records (rows whose batch raised even alone), and the row count after each stage."""
+
+    def __init__(self) -> None:
+        self.drops: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self.counts: dict[str, int] = {}
+
+    def rows(self, result: dict, stage: str | None = None) -> list[Row]:
+        """The rows of a `map_batches` result; its drops and failures are recorded here."""
+        self.drops += result["drops"]
+        self.failures += result.get("failures", [])
+        if stage:
+            self.counts[stage] = self.counts.get(stage, 0) + len(result["rows"])
+        return result["rows"]

@@ -73,6 +73,6 @@ def technique_task(name: str, templates: Callable[[dict[str, Any]], list[str]]):
         cache_policy=batch_cache_policy(templates),
         persist_result=True,
         retries=2,
-        retry_delay_seconds=[2, 10],
+        retry_delay_seconds=[1, 5],
         retry_condition_fn=transient,
     )

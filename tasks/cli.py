@@ -68,6 +68,11 @@ def print_summary(result: dict[str, Any]) -> None:
         print("Dropped, by stage and reason (details in drops.jsonl):")
         for reason, count in result["drops"].items():
             print(f"  {reason:<36} {count}")
+    if result.get("failures"):
+        print(
+            f"Failed with errors: {result['failures']} rows (failures.jsonl). "
+            "Run the same command again to retry them; everything else comes from the cache."
+        )
 
 
 def _defaults(flow: Flow) -> dict[str, Any]:

@@ -36,9 +36,34 @@ def check_output_dir(path: Path) -> Path:
     return path
 
 
-def summarize(rows: list[Row], drops: list[dict[str, Any]], stages: dict[str, int]) -> dict:
-    reasons = Counter(f"{d['stage']}:{d['reason']}" for d in drops)
-    return {"rows": len(rows), "rows_per_stage": stages, "drops": dict(sorted(reasons.items()))}
+def summarize(rows: list[Row], ledger: Any, seeds: int) -> dict:
+    """Counts for the console, summary.json and the dataset card: rows after each stage, drops by
+    stage and reason, and failures (rows a rerun will try again)."""
+    reasons = Counter(f"{d['stage']}:{d['reason']}" for d in ledger.drops)
+    return {
+        "rows": len(rows),
+        "rows_per_stage": {"seeds": seeds, **ledger.counts, "final": len(rows)},
+        "drops": dict(sorted(reasons.items())),
+        "failures": len(ledger.failures),
+    }
+
+
+def _remove_stale_siblings(output_dir: Path) -> None:
+    """Half-written directories left by a save that was killed (their process is gone)."""
+    for sibling in output_dir.parent.glob(f".{output_dir.name}.*-*"):
+        pid = sibling.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _to_record(row: Row) -> Row:
@@ -48,12 +73,17 @@ def _to_record(row: Row) -> Row:
 
 @task(name="save_dataset", cache_policy=NO_CACHE, persist_result=False)
 def save_dataset(
-    rows: list[Row], drops: list[dict[str, Any]], summary: dict[str, Any], output_dir: Path
+    rows: list[Row],
+    drops: list[dict[str, Any]],
+    failures: list[dict[str, Any]],
+    summary: dict[str, Any],
+    output_dir: Path,
 ) -> Path:
     import datasets
 
     output_dir = check_output_dir(Path(output_dir))
     output_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_siblings(output_dir)
     tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -61,8 +91,9 @@ def save_dataset(
     datasets.Dataset.from_list(records).save_to_disk(str(tmp / "dataset"))
     with open(tmp / "data.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    with open(tmp / "drops.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in drops)
+    for name, records in (("drops.jsonl", drops), ("failures.jsonl", failures)):
+        with open(tmp / name, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in records)
     (tmp / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
     old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
     if output_dir.exists():

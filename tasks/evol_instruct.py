@@ -112,7 +112,7 @@ def evolve_row(row: Row, text: str, mutation: str, round_: int, params: Generati
 @technique_task(STAGE, templates=lambda inputs: [template_for(m) for m in inputs["mutations"]])
 def evolve_instructions(
     rows: list[Row],
-    batch_index: int,
+    batch_index: str,
     round: int,
     mutations: list[str],
     seed: int,

@@ -28,7 +28,7 @@ def check_response(gen: Generation) -> str | None:
 @technique_task(STAGE, templates=lambda inputs: [inputs["template"]])
 def generate_responses(
     rows: list[Row],
-    batch_index: int,
+    batch_index: str,
     model: str,
     backend: str,
     params: GenerationParams,

@@ -124,7 +124,7 @@ def instruction_rows(
 @technique_task(STAGE, templates=lambda inputs: [TEMPLATE])
 def generate_instructions(
     seeds: list[Row],
-    batch_index: int,
+    batch_index: str,
     num_instructions: int,
     model: str,
     backend: str,

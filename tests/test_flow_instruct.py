@@ -62,22 +62,25 @@ def test_a_second_run_makes_no_model_calls(tmp_path, fake):
     assert first["rows"] == second["rows"]
 
 
-def test_an_interrupted_run_recomputes_only_unfinished_batches(tmp_path, fake):
+def test_a_failed_batch_is_recomputed_by_the_next_run_and_nothing_else(tmp_path, fake):
     def broken_for_bees(prompt, params):
         if is_self_instruct(prompt) and "waggle dance" in prompt_text(prompt):
-            raise ValueError("backend went away")  # not retried: the run fails here
+            raise ValueError("backend went away")  # not retried
         return fake_text(prompt, params)
 
     fake.responder = broken_for_bees
-    with pytest.raises(ValueError, match="backend went away"):
-        instruct(**SMALL, batch_size=2, output_dir=tmp_path / "out")  # 6 seeds: 3 batches
-    assert not (tmp_path / "out").exists()
+    first = instruct(**SMALL, batch_size=2, output_dir=tmp_path / "out")  # 6 seeds: 3 batches
+    assert first["failures"] == 1  # the bees seed, isolated from its batch neighbour
+    failures = [json.loads(line) for line in open(tmp_path / "out" / "failures.jsonl")]
+    assert failures[0]["seed_id"] == "bees" and "backend went away" in failures[0]["error"]
+    assert all(r["seed_id"] != "bees" for r in read_rows(tmp_path / "out"))
 
     fake.responder = fake_text
     fake.calls.clear()
     resumed = instruct(**SMALL, batch_size=2, output_dir=tmp_path / "out")
     self_instruct_prompts = [p for p in fake.prompts if is_self_instruct(p)]
     assert len({prompt_text(p) for p in self_instruct_prompts}) == 2  # only the failed batch
+    assert resumed["failures"] == 0
 
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "fresh-results"}):
         clean = instruct(**SMALL, batch_size=2, output_dir=tmp_path / "clean")

@@ -2,14 +2,23 @@
 
 Each output is a function of the prompt and the seed only: a few numbered, question-shaped lines
 drawn from a small vocabulary. Every call is recorded, so tests can count model calls. The model
-id may carry options as a query string: `fake?delay=0.05` sleeps that many seconds per call.
+id may carry options as a query string, e.g. `fake?delay=0.05&fail_rate=0.3`:
+
+- `delay`: seconds to sleep per call;
+- `fail_rate`: share of calls that raise a transient `ConnectionError` (decided by the call's
+  content and how often that content was tried, so a run is repeatable and retries get through);
+- `fail_on`: a prompt containing this text always raises (a permanent error);
+- `context`: prompts longer than this many words come back as `prompt_too_long`;
+- `log`: a file to which every prompt is appended as a JSON line (to count calls across processes).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
@@ -61,8 +70,13 @@ class FakeBackend:
 
     def __init__(self, model: str = "fake") -> None:
         self.model = model
-        options = parse_qs(urlsplit(model).query)
-        self.delay = float(options.get("delay", ["0"])[0])
+        options = {k: v[0] for k, v in parse_qs(urlsplit(model).query).items()}
+        self.delay = float(options.get("delay", 0))
+        self.fail_rate = float(options.get("fail_rate", 0))
+        self.fail_on = options.get("fail_on")
+        self.context = int(options.get("context", 0))
+        self.log = options.get("log")
+        self._attempts: Counter[str] = Counter()
         self.responder: Responder = fake_text
         self.calls: list[tuple[list[Prompt], GenerationParams]] = []
         self._lock = threading.Lock()
@@ -72,13 +86,33 @@ class FakeBackend:
         """Every prompt this backend has been asked to complete, in call order."""
         return [p for prompts, _ in self.calls for p in prompts]
 
+    def _fail_if_asked(self, prompts: list[Prompt]) -> None:
+        texts = [prompt_text(p) for p in prompts]
+        if self.fail_on and any(self.fail_on in t for t in texts):
+            raise RuntimeError(f"fake backend: permanent failure on a prompt containing {self.fail_on!r}")
+        if self.fail_rate:
+            key = hashlib.sha256("\x1e".join(texts).encode()).hexdigest()
+            with self._lock:
+                self._attempts[key] += 1
+                attempt = self._attempts[key]
+            draw = hashlib.sha256(f"{key}:{attempt}".encode()).digest()[0] / 256
+            if draw < self.fail_rate:
+                raise ConnectionError(f"fake backend: transient failure (attempt {attempt})")
+
     def generate(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:
         with self._lock:
             self.calls.append((list(prompts), params))
+            if self.log:
+                with open(self.log, "a", encoding="utf-8") as f:
+                    f.writelines(json.dumps(prompt_text(p)) + "\n" for p in prompts)
         if self.delay:
             time.sleep(self.delay)
+        self._fail_if_asked(prompts)
         out = []
         for prompt in prompts:
+            if self.context and len(prompt_text(prompt).split()) > self.context:
+                out.append(Generation("", "prompt_too_long", len(prompt_text(prompt).split()), 0))
+                continue
             text = self.responder(prompt, params)
             for stop in params.stop:
                 text = text.split(stop, 1)[0]
