@@ -59,10 +59,9 @@ def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any)
             out["rows"] += result["rows"]
             out["drops"] += result["drops"]
             continue
-        # Isolate: each row alone, without further retries (the batch already had its retries).
-        alone = task.with_options(retries=0)
+        # Isolate: each row alone (with its own retries), so one bad row cannot sink the batch.
         names = [f"{index}.{j}" for j in range(len(batch))]
-        for row, single in zip(batch, _submit(alone, [[r] for r in batch], names, params)):
+        for row, single in zip(batch, _submit(task, [[r] for r in batch], names, params)):
             if (error := _error(single)) is not None:
                 out["failures"].append(failure(task.name, row, error))
             else:

@@ -4,8 +4,12 @@ fake backend with its call log cleared."""
 import tasks  # noqa: F401  (first: Prefect defaults before prefect is imported)
 
 # isort: split
+import os
+import sys
+from pathlib import Path
+
 import pytest
-from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
 from tasks.backends import get_backend
@@ -34,3 +38,22 @@ def fake():
     yield backend
     backend.calls.clear()
     backend.responder = fake_text
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_env(storage: Path, **extra: str) -> dict[str, str]:
+    """Environment for a `flows/*.py` subprocess that talks to this session's test server (no
+    temporary server of its own) and caches into `storage`."""
+    return {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_LOCAL_STORAGE_PATH": str(storage),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def cli_command(*args: str, flow: str = "instruct") -> list[str]:
+    return [sys.executable, str(ROOT / "flows" / f"{flow}.py"), *args]

@@ -5,8 +5,9 @@ drawn from a small vocabulary. Every call is recorded, so tests can count model 
 id may carry options as a query string, e.g. `fake?delay=0.05&fail_rate=0.3`:
 
 - `delay`: seconds to sleep per call;
-- `fail_rate`: share of calls that raise a transient `ConnectionError` (decided by the call's
-  content and how often that content was tried, so a run is repeatable and retries get through);
+- `fail_rate`: share of calls that raise a transient `ConnectionError`, decided by the call's
+  content and how often it was tried (so a run is repeatable); like a real transient fault it
+  goes away: the same content fails at most twice in a row, so a third try gets through;
 - `fail_on`: a prompt containing this text always raises (a permanent error);
 - `context`: prompts longer than this many words come back as `prompt_too_long`;
 - `log`: a file to which every prompt is appended as a JSON line (to count calls across processes).
@@ -96,7 +97,7 @@ class FakeBackend:
                 self._attempts[key] += 1
                 attempt = self._attempts[key]
             draw = hashlib.sha256(f"{key}:{attempt}".encode()).digest()[0] / 256
-            if draw < self.fail_rate:
+            if attempt <= 2 and draw < self.fail_rate:
                 raise ConnectionError(f"fake backend: transient failure (attempt {attempt})")
 
     def generate(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:

@@ -57,6 +57,12 @@ def _hub_options(source: str, model: str) -> dict:
     )
 
 
+def trust_remote_code() -> bool:
+    """Off unless the user turns it on explicitly: a model repository's own Python code runs with
+    the user's rights."""
+    return os.environ.get("INSTRUCTFORGE_TRUST_REMOTE_CODE", "").lower() in ("1", "true", "yes")
+
+
 def load_model(model: str, device: str | None = None):
     """(tokenizer, model) for a model id; raises a ValueError that says what to pass instead."""
     import torch
@@ -67,13 +73,15 @@ def load_model(model: str, device: str | None = None):
     transformers.utils.logging.disable_progress_bar()
     source = resolve_model(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    options = _hub_options(source, model)
+    options = {**_hub_options(source, model), "trust_remote_code": trust_remote_code()}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
         dtype = torch.bfloat16 if device == "cuda" else torch.float32  # no fast fp16/bf16 on CPU
         lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **options).to(device).eval()
     except (OSError, ValueError) as err:
         hint = "" if Path(source).exists() else " (is it a Hub id and this machine offline?)"
+        if "trust_remote_code" in str(err):
+            hint = " (it ships its own Python code; if you trust it, set INSTRUCTFORGE_TRUST_REMOTE_CODE=1)"
         raise ValueError(
             f"Cannot load model {model!r}{hint}: {err}. Pass --model with a local model directory, a "
             f"reachable Hub id, or {EMBEDDED_MODEL!r} (the embedded default)."
