@@ -134,3 +134,14 @@ def test_bad_generations_are_dropped_with_reasons_not_raised(tmp_path, fake):
     drops = [json.loads(line) for line in open(tmp_path / "out" / "drops.jsonl")]
     assert all(d["reason"] and d["stage"] for d in drops)
     assert all("dance" not in r["instruction"] for r in read_rows(tmp_path / "out"))
+
+
+def test_a_seed_longer_than_the_context_window_is_skipped_with_a_reason(tmp_path):
+    seeds = tmp_path / "s.jsonl"
+    long_seed = json.dumps({"id": "long", "context": " ".join(["word"] * 300)})
+    seeds.write_text(
+        long_seed + "\n" + json.dumps({"id": "short", "context": "Bees dance to share food."}) + "\n"
+    )
+    summary = instruct(**SMALL | {"model": "fake?context=120"}, seeds=str(seeds), output_dir=tmp_path / "out")
+    assert summary["drops"]["self_instruct:prompt_too_long"] == 1
+    assert summary["rows"] > 0 and {r["seed_id"] for r in read_rows(tmp_path / "out")} == {"short"}

@@ -67,7 +67,7 @@ def load_model(model: str, device: str | None = None):
     """(tokenizer, model) for a model id; raises a ValueError that says what to pass instead."""
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -75,6 +75,7 @@ def load_model(model: str, device: str | None = None):
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = {**_hub_options(source, model), "trust_remote_code": trust_remote_code()}
     try:
+        AutoConfig.from_pretrained(source, **options)  # first: the clearest error for a bad model
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
         dtype = torch.bfloat16 if device == "cuda" else torch.float32  # no fast fp16/bf16 on CPU
         lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **options).to(device).eval()
