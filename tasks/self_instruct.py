@@ -140,12 +140,14 @@ def generate_instructions(
     kept: dict[str, list[Row]] = {s["seed_id"]: [] for s in seeds}
     drops: list[dict[str, Any]] = []
     pending = list(seeds)
+    unfit: set[str] = set()  # seeds whose prompt can never fit the context window
     for attempt in range(max_attempts):
         attempt_params = params.model_copy(update={"seed": params.seed + attempt})
         outputs = llm.generate([build_messages(s, num_instructions) for s in pending], attempt_params)
         for seed, out in zip(pending, outputs):
             if failed := generation_drop(STAGE, out, seed):
                 drops.append(failed)
+                unfit.add(seed["seed_id"])
                 continue
             rows, new_drops = instruction_rows(seed, out.text, num_instructions, base, params)
             have = {normalize(r["instruction"]) for r in kept[seed["seed_id"]]}
@@ -158,7 +160,9 @@ def generate_instructions(
                     kept[seed["seed_id"]].append(row)
                     have.add(normalize(row["instruction"]))
             drops += new_drops
-        pending = [s for s in pending if len(kept[s["seed_id"]]) < num_instructions]
+        pending = [
+            s for s in pending if len(kept[s["seed_id"]]) < num_instructions and s["seed_id"] not in unfit
+        ]
         if not pending:
             break
     return {"rows": [row for s in seeds for row in kept[s["seed_id"]]], "drops": drops}
