@@ -13,11 +13,14 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
+from tasks.artifacts import Progress
 from tasks.backends import GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
-from tasks.dataset import check_output_dir, save_dataset, summarize
+from tasks.dataset import check_output_dir
 from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
+from tasks.hub import hub_token
+from tasks.publish import publish
 from tasks.respond import generate_responses
 from tasks.rows import drop_duplicates, in_order
 from tasks.seeds import load_seeds
@@ -28,16 +31,28 @@ Positive = Annotated[int, Field(gt=0)]
 
 
 def check_inputs(
-    seeds: str | None, seed_column: str, model: str, backend: str, output_dir: Path
+    seeds: str | None,
+    seed_column: str,
+    model: str,
+    backend: str,
+    output_dir: Path,
+    versioned: bool = False,
+    push_to_hub: str | None = None,
 ) -> list[dict]:
     """Everything a user can get wrong, checked before any model call; returns the seed rows."""
-    check_output_dir(output_dir)
+    check_output_dir(output_dir, versioned)
+    if push_to_hub:
+        hub_token()  # no token: say so now, not after the whole run
     seed_rows = load_seeds(seeds, seed_column)
     get_backend(backend, model)  # loads the model once per process; a bad id fails here
     return seed_rows
 
 
-@flow(name="instruct", task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(
+    name="instruct",
+    flow_run_name="instruct-{backend}-seed{seed}",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),
+)
 def instruct(
     seeds: str | None = None,
     seed_column: str = "context",
@@ -53,6 +68,9 @@ def instruct(
     batch_size: Positive = 32,
     seed: int = 0,
     output_dir: Path = Path("output/instruct"),
+    versioned: bool = False,
+    push_to_hub: str | None = None,
+    private: bool = True,
 ) -> dict:
     """Generate instruction/response pairs from seed passages with SelfInstruct and EvolInstruct.
 
@@ -72,9 +90,12 @@ def instruct(
         batch_size: Rows per task run: the unit of caching, retries and resume.
         seed: Run seed: fixes sampling and each row's choice of mutation.
         output_dir: Where the dataset directory is written (replaced whole on success).
+        versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
+        push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
+        private: Make a pushed dataset private.
     """
     logger = get_run_logger()
-    seed_rows = check_inputs(seeds, seed_column, model, backend, output_dir)
+    seed_rows = check_inputs(seeds, seed_column, model, backend, output_dir, versioned, push_to_hub)
     common = {"model": model, "backend": backend}
     instruction_params = GenerationParams(max_new_tokens=256, temperature=temperature, seed=seed)
     # A rewrite adds 10-20 words; one still going after 160 tokens is answering, not rewriting.
@@ -85,6 +106,7 @@ def instruct(
     logger.info("Loaded %d seed passages; model %s (%s)", len(seed_rows), model, backend)
 
     ledger = Ledger()
+    progress = Progress("instruct", total=num_evolutions + 2)
 
     # 1. SelfInstruct: user queries grounded in each seed passage.
     queries = map_batches(
@@ -97,6 +119,7 @@ def instruct(
     )
     rows = ledger.rows(queries, "self_instruct")
     logger.info("SelfInstruct: %d queries from %d passages", len(rows), len(seed_rows))
+    progress.advance("self_instruct")
 
     # 2. EvolInstruct: each round evolves every query in depth or breadth; failed evolutions keep
     #    their parent.
@@ -113,6 +136,7 @@ def instruct(
         )
         rows = ledger.rows(evolved, f"evol_instruct_{round_}")
         logger.info("EvolInstruct round %d: %d evolutions dropped", round_, len(evolved["drops"]))
+        progress.advance(f"evol_instruct round {round_}")
 
     # 3. A response for every instruction.
     answered = map_batches(
@@ -133,20 +157,13 @@ def instruct(
         system_prompt=system_prompt,
         **common,
     )
+    progress.advance("respond")
     answered_rows = in_order(ledger.rows(answered, "respond") + ledger.rows(reanswered, "respond"), rows)
 
-    # 5. Drop exact duplicates across seeds, then save.
+    # 5. Drop exact duplicates across seeds, then save (and push).
     final, duplicates = drop_duplicates(answered_rows)
     ledger.drops += duplicates
-    summary = summarize(final, ledger, seeds=len(seed_rows))
-    logger.info("Saving %d rows to %s", len(final), output_dir)
-    path = save_dataset(final, ledger.drops, ledger.failures, summary, output_dir)
-    if ledger.failures:
-        logger.warning(
-            "%d rows failed with errors (see failures.jsonl); run the same command again to retry them",
-            len(ledger.failures),
-        )
-    return {**summary, "output_dir": str(path)}
+    return publish("instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned)
 
 
 if __name__ == "__main__":

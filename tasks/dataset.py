@@ -1,6 +1,7 @@
-"""Dataset out: a directory with the Hugging Face dataset (`save_to_disk`), a JSONL export of the
-rows, the drop records, and a summary. Written to a temporary sibling and swapped in whole, so a
-crash during the save leaves the previous dataset (or nothing), never half of one."""
+"""Dataset out: a directory with the Hugging Face dataset (`save_to_disk`), a Parquet export in the
+Hub's layout (`data/train-*.parquet`, so `load_dataset(dir)` and a Hub upload both work), a JSONL
+copy, the drop and failure records, a summary and a dataset card. Written to a temporary sibling and
+swapped in whole, so a crash during the save leaves the previous dataset (or nothing), never half."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import shutil
 from collections import Counter
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +25,42 @@ class OutputDirError(ValueError):
     """The output directory cannot be used; the message says how to fix it."""
 
 
-def check_output_dir(path: Path) -> Path:
-    """Fail before any model call if `path` cannot receive a dataset."""
+def _ours(path: Path, versioned: bool) -> bool:
+    if (path / MARKER).exists():
+        return True
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    return versioned and all((p / MARKER).exists() for p in entries)
+
+
+def check_output_dir(path: Path, versioned: bool = False) -> Path:
+    """Fail before any model call if `path` cannot receive a dataset (or, when `versioned`, a new
+    dated version of one)."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"--output-dir {path} is a file. Pass a directory path.")
-    if path.is_dir() and any(path.iterdir()) and not (path / MARKER).exists():
+    if path.is_dir() and any(path.iterdir()) and not _ours(path, versioned):
         raise OutputDirError(
             f"--output-dir {path} is a non-empty directory that this tool did not write. "
             "Pass a new or empty directory; nothing is ever written over other files."
         )
     return path
+
+
+def report_markdown(summary: dict[str, Any]) -> str:
+    """The run's counts as markdown (the Prefect UI report; the card embeds the same numbers)."""
+    stages = "\n".join(f"| {k} | {v} |" for k, v in summary["rows_per_stage"].items())
+    drops = "\n".join(f"| {k} | {v} |" for k, v in summary["drops"].items()) or "| none | 0 |"
+    return (
+        f"# {summary['rows']} rows\n\n| stage | rows |\n|---|---|\n{stages}\n\n"
+        f"| dropped: stage:reason | count |\n|---|---|\n{drops}\n\n"
+        f"Rows that failed with errors: {summary['failures']}\n\n{summary.get('quality_markdown', '')}"
+    )
+
+
+def versioned_dir(output_dir: Path, when: datetime | None = None) -> Path:
+    """A dated sub-directory for scheduled refreshes: each version is kept, none clobbered."""
+    when = when or datetime.now(timezone.utc)
+    return Path(output_dir) / when.strftime("%Y-%m-%dT%H%M%SZ")
 
 
 def summarize(rows: list[Row], ledger: Any, seeds: int) -> dict:
@@ -78,6 +105,7 @@ def save_dataset(
     failures: list[dict[str, Any]],
     summary: dict[str, Any],
     output_dir: Path,
+    card: str = "",
 ) -> Path:
     import datasets
 
@@ -88,7 +116,11 @@ def save_dataset(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     records = [_to_record(r) for r in rows]
-    datasets.Dataset.from_list(records).save_to_disk(str(tmp / "dataset"))
+    data = datasets.Dataset.from_list(records)
+    data.save_to_disk(str(tmp / "dataset"))
+    (tmp / "data").mkdir()
+    data.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
+    (tmp / "README.md").write_text(card, encoding="utf-8")
     with open(tmp / "data.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     for name, records in (("drops.jsonl", drops), ("failures.jsonl", failures)):

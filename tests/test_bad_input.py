@@ -116,3 +116,12 @@ def test_foreign_files_are_never_touched(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(instruct, ["--backend", "fake", "--output-dir", path], preflight=check_inputs)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.usefixtures("prefect_server")  # the Secret-block lookup talks to the Prefect API
+def test_push_without_a_token_fails_before_any_model_call(tmp_path, capsys, monkeypatch, fake):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    args = ["--backend", "fake", "--push-to-hub", "me/data", "--output-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit):
+        main(instruct, args, preflight=check_inputs)
+    assert "set HF_TOKEN" in capsys.readouterr().err and fake.calls == []

@@ -1,0 +1,44 @@
+"""The last stage of every flow: count, write the dataset directory with its card, show the report
+in the Prefect UI, and optionally push to the Hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.runtime import flow_run
+
+from tasks.artifacts import publish_report
+from tasks.batching import Ledger
+from tasks.card import render_card
+from tasks.dataset import report_markdown, save_dataset, summarize, versioned_dir
+from tasks.hub import push_to_hub as push_task
+
+
+def publish(
+    flow: str,
+    rows: list[dict[str, Any]],
+    ledger: Ledger,
+    seeds: int,
+    output_dir: Path,
+    push_to_hub: str | None = None,
+    private: bool = True,
+    versioned: bool = False,
+) -> dict[str, Any]:
+    """Save `rows` (and what `ledger` set aside) as the run's dataset; returns the summary."""
+    logger = get_run_logger()
+    summary = summarize(rows, ledger, seeds)
+    target = versioned_dir(output_dir) if versioned else Path(output_dir)
+    card = render_card(flow, dict(flow_run.parameters or {}), summary, rows)
+    logger.info("Saving %d rows to %s", len(rows), target)
+    path = save_dataset(rows, ledger.drops, ledger.failures, summary, target, card)
+    publish_report(flow, rows, summary, report_markdown(summary))
+    if push_to_hub:
+        summary["hub_commit"] = push_task(path, push_to_hub, private)
+    if ledger.failures:
+        logger.warning(
+            "%d rows failed with errors (see failures.jsonl); run the same command again to retry them",
+            len(ledger.failures),
+        )
+    return {**summary, "output_dir": str(path)}
