@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tasks.quality import quality_markdown
+
 CITATIONS = """\
 ```bibtex
 @article{wang2022selfinstruct,
@@ -51,7 +53,7 @@ def render_card(
     drops = "\n".join(f"| {reason} | {count} |" for reason, count in summary.get("drops", {}).items())
     stages = "\n".join(f"| {stage} | {count} |" for stage, count in summary.get("rows_per_stage", {}).items())
     params = json.dumps(parameters, indent=2, default=str, sort_keys=True)
-    quality = summary.get("quality_markdown", "")
+    quality = quality_markdown(summary["quality"]) if "quality" in summary else ""
     return f"""---
 language:
 - en

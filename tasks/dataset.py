@@ -53,8 +53,14 @@ def report_markdown(summary: dict[str, Any]) -> str:
     return (
         f"# {summary['rows']} rows\n\n| stage | rows |\n|---|---|\n{stages}\n\n"
         f"| dropped: stage:reason | count |\n|---|---|\n{drops}\n\n"
-        f"Rows that failed with errors: {summary['failures']}\n\n{summary.get('quality_markdown', '')}"
+        f"Rows that failed with errors: {summary['failures']}\n\n{_quality(summary)}"
     )
+
+
+def _quality(summary: dict[str, Any]) -> str:
+    from tasks.quality import quality_markdown
+
+    return quality_markdown(summary["quality"]) if "quality" in summary else ""
 
 
 def versioned_dir(output_dir: Path, when: datetime | None = None) -> Path:
@@ -121,6 +127,12 @@ def save_dataset(
     (tmp / "data").mkdir()
     data.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
     (tmp / "README.md").write_text(card, encoding="utf-8")
+    if "quality" in summary:
+        from tasks.quality import write_plots
+
+        plots = write_plots(rows, tmp)
+        images = "\n\n" + "\n".join(f"![{name}]({name})" for name in plots)
+        (tmp / "quality.md").write_text(_quality(summary) + images + "\n", encoding="utf-8")
     with open(tmp / "data.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     for name, records in (("drops.jsonl", drops), ("failures.jsonl", failures)):

@@ -14,6 +14,7 @@ from tasks.batching import Ledger
 from tasks.card import render_card
 from tasks.dataset import report_markdown, save_dataset, summarize, versioned_dir
 from tasks.hub import push_to_hub as push_task
+from tasks.quality import quality_metrics
 
 
 def publish(
@@ -28,7 +29,7 @@ def publish(
 ) -> dict[str, Any]:
     """Save `rows` (and what `ledger` set aside) as the run's dataset; returns the summary."""
     logger = get_run_logger()
-    summary = summarize(rows, ledger, seeds)
+    summary = {**summarize(rows, ledger, seeds), "quality": quality_metrics(rows)}
     target = versioned_dir(output_dir) if versioned else Path(output_dir)
     card = render_card(flow, dict(flow_run.parameters or {}), summary, rows)
     logger.info("Saving %d rows to %s", len(rows), target)
