@@ -1,0 +1,80 @@
+"""prefect.yaml for real: a local Prefect server (SQLite, loopback), `prefect deploy --all`, a run
+triggered through the API and executed by a process worker, its state and artifacts read back."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).parent / "prefect")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "home"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+    }
+    env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
+    proc = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{env['PREFECT_API_URL']}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("prefect server did not start within 240 s")
+    yield env
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def prefect(env, *args, cwd=ROOT):
+    result = subprocess.run([PREFECT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_deploy_trigger_and_watch_a_run(server, tmp_path):
+    prefect(server, "work-pool", "create", "instructforge", "--type", "process")
+    deployed = prefect(server, "--no-prompt", "deploy", "--all")
+    assert "instruct/daily-refresh" in deployed
+    params = f'{{"backend": "fake", "model": "fake", "output_dir": "{tmp_path / "out"}"}}'
+    triggered = prefect(
+        server, "deployment", "run", "instruct/daily-refresh", "--params", params, cwd=tmp_path
+    )
+    run_id = re.search(r"flow-run/([0-9a-f-]{36})", triggered).group(1)
+    prefect(server, "worker", "start", "--pool", "instructforge", "--run-once", cwd=tmp_path)
+
+    api = server["PREFECT_API_URL"]
+    run = httpx.get(f"{api}/flow_runs/{run_id}").json()
+    assert run["state_type"] == "COMPLETED"
+    artifacts = httpx.post(
+        f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+    ).json()
+    assert {"instruct-progress", "instruct-sample", "instruct-report"} <= {a["key"] for a in artifacts}
+    versions = list((tmp_path / "out").iterdir())  # versioned: a dated directory per refresh
+    assert len(versions) == 1 and (versions[0] / "README.md").exists()
