@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prefect import Task, unmapped
-from prefect.futures import PrefectFuture, wait
+from prefect import Task, get_run_logger, unmapped
+from prefect.futures import PrefectFuture, as_completed, wait
 
 Row = dict[str, Any]
 
@@ -23,7 +23,12 @@ def chunk(rows: Sequence[Row], size: int) -> list[list[Row]]:
 
 def _submit(task: Task, batches: list[list[Row]], names: list[str], params: dict) -> list[PrefectFuture]:
     futures = task.map(batches, batch_index=names, **{k: unmapped(v) for k, v in params.items()})
-    wait(futures)  # every batch ends before any result is read: no finished work is thrown away
+    # Every batch ends before any result is read, so no finished work is thrown away.
+    if len(futures) > 1:
+        logger = get_run_logger()
+        for done, _ in enumerate(as_completed(futures), start=1):
+            logger.info("%s: %d/%d batches done", task.name, done, len(futures))
+    wait(futures)
     return futures
 
 
