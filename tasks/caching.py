@@ -70,11 +70,12 @@ def technique_task(
     name: str,
     templates: Callable[[dict[str, Any]], list[str]],
     uses: Sequence[ModuleType] = (),
-    run_name: str | None = None,
+    run_name: str | Callable[[], str] | None = None,
 ):
     """The decorator every technique task shares: one task run per batch, cached across runs on
     the batch's content, persisted, retried on transient backend errors (which must raise).
-    `run_name` formats the run's name from its parameters (default `name[batch_index]`)."""
+    `run_name` names each run: a format string over its parameters or a function (Prefect's
+    `task_run_name`; default `name[batch_index]`)."""
     from prefect import task
 
     return task(

@@ -72,9 +72,15 @@ def generated_row(
     return with_stage(row, step["stage"], step["template"], params, **fields)
 
 
-@technique_task(
-    "generate_text", templates=lambda inputs: [inputs["template"]], run_name="{stage}[{batch_index}]"
-)
+def run_name() -> str:
+    """A run's name in the UI: its step and batch, e.g. `respond[3]`."""
+    from prefect.runtime import task_run
+
+    params = task_run.parameters
+    return f"{params.get('stage') or params['output_column']}[{params['batch_index']}]"
+
+
+@technique_task("generate_text", templates=lambda inputs: [inputs["template"]], run_name=run_name)
 def generate_text(
     rows: list[Row],
     batch_index: int,

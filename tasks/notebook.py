@@ -52,12 +52,16 @@ def generate(
     *,
     num_generations: int = 1,
     system_prompt: str | None = None,
+    stage: str | None = None,
+    checks: tuple[str, ...] = generate_module.DEFAULT_CHECKS,
+    keep_truncated: bool = True,
     model: str = EMBEDDED_MODEL,
     backend: str = "transformers",
     batch_size: int = 8,
     **params: Any,
 ) -> Result:
-    """Basic prompting: `template` (a prompts/ file name or inline text) rendered over each row."""
+    """Basic prompting: `template` (a prompts/ file name or inline text) rendered over each row;
+    the options are `generate_text`'s."""
     return run_batches(
         generate_module.generate_text,
         with_ids(rows),
@@ -66,6 +70,9 @@ def generate(
         output_column=output_column,
         num_generations=num_generations,
         system_prompt=system_prompt,
+        stage=stage,
+        checks=checks,
+        keep_truncated=keep_truncated,
         model=model,
         backend=backend,
         params=GenerationParams(**params),

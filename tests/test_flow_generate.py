@@ -128,10 +128,9 @@ def test_the_readme_pipeline_runs(tmp_path, fake):
 @pytest.mark.slow
 def test_generate_flow_on_the_embedded_model(tmp_path):
     summary = generate(instruction=ASKS, max_new_tokens=32, output_dir=tmp_path / "out")
-    assert summary["rows_per_stage"]["rows"] == 2
-    drops = [json.loads(line) for line in open(tmp_path / "out" / "drops.jsonl")]
-    assert summary["rows"] + len(drops) >= 2  # every row is answered or dropped with a reason
+    assert summary["rows_per_stage"]["rows"] == 2 and summary["rows"] > 0
     for row in read_rows(tmp_path / "out"):
         assert row["instruction"].strip() and row["response"].strip()
+        assert row["instruction"] != row["seed_instruction"] and row["seed_instruction"] in ASKS
         assert row["model"] == "embedded:SmolLM2-135M-Instruct" and row["backend"] == "transformers"
         assert json.loads(row["generation"])["respond"]["max_new_tokens"] == 32
