@@ -13,7 +13,8 @@ import hashlib
 import inspect
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from prefect.cache_policies import CacheKeyFnPolicy, CachePolicy
@@ -45,12 +46,15 @@ def batch_key(inputs: dict[str, Any], templates: list[str], code: list[str]) -> 
     return hashlib.sha256(blob).hexdigest()
 
 
-def batch_cache_policy(templates: Callable[[dict[str, Any]], list[str]]) -> CachePolicy:
-    """A policy keyed on a batch's content; `templates(inputs)` names the prompt files it uses."""
+def batch_cache_policy(
+    templates: Callable[[dict[str, Any]], list[str]], uses: Sequence[ModuleType] = ()
+) -> CachePolicy:
+    """A policy keyed on a batch's content; `templates(inputs)` names the prompt templates it uses
+    (file names or inline texts), `uses` the other technique modules whose code it runs."""
 
     def key(context: Any, inputs: dict[str, Any]) -> str:
         module = sys.modules[context.task.fn.__module__]
-        code = [inspect.getsource(module), inspect.getsource(filters)]
+        code = [inspect.getsource(m) for m in (module, *uses, filters)]
         return batch_key(inputs, templates(inputs), code)
 
     return CacheKeyFnPolicy(cache_key_fn=key)
@@ -62,15 +66,22 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(error, (ValueError, TypeError, KeyError, AttributeError, ImportError))
 
 
-def technique_task(name: str, templates: Callable[[dict[str, Any]], list[str]]):
+def technique_task(
+    name: str,
+    templates: Callable[[dict[str, Any]], list[str]],
+    uses: Sequence[ModuleType] = (),
+    run_name: str | Callable[[], str] | None = None,
+):
     """The decorator every technique task shares: one task run per batch, cached across runs on
-    the batch's content, persisted, retried on transient backend errors (which must raise)."""
+    the batch's content, persisted, retried on transient backend errors (which must raise).
+    `run_name` names each run: a format string over its parameters or a function (Prefect's
+    `task_run_name`; default `name[batch_index]`)."""
     from prefect import task
 
     return task(
         name=name,
-        task_run_name=name + "[{batch_index}]",
-        cache_policy=batch_cache_policy(templates),
+        task_run_name=run_name or name + "[{batch_index}]",
+        cache_policy=batch_cache_policy(templates, uses),
         persist_result=True,
         retries=2,
         retry_delay_seconds=[1, 5],

@@ -41,9 +41,10 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
         elif kind.get("type") == "array":
             items = kind.get("items", {})
-            parser.add_argument(
+            parser.add_argument(  # `--x a b` and `--x a --x b` both give [a, b]
                 flag,
                 dest=name,
+                action="extend",
                 nargs="+",
                 choices=items.get("enum"),
                 type=_TYPES.get(items.get("type"), str),

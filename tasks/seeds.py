@@ -47,9 +47,9 @@ def _jsonl_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _text_records(path: Path) -> list[dict[str, Any]]:
+def _text_records(path: Path, column: str) -> list[dict[str, Any]]:
     blocks = [b.strip() for b in _read_text(path).split("\n\n")]
-    return [{"context": b} for b in blocks if b]
+    return [{column: b} for b in blocks if b]
 
 
 def _dataset_records(source: str) -> list[dict[str, Any]]:
@@ -71,12 +71,13 @@ def _dataset_records(source: str) -> list[dict[str, Any]]:
     return list(data)
 
 
-def read_records(source: str | Path) -> list[dict[str, Any]]:
+def read_records(source: str | Path, text_column: str = "context") -> list[dict[str, Any]]:
+    """Records from `source`; a plain text file gives one `{text_column: block}` per block."""
     path = Path(source)
     if path.is_file():
         if path.suffix in (".jsonl", ".json"):
             return _jsonl_records(path)
-        return _text_records(path)
+        return _text_records(path, text_column)
     looks_like_path = path.suffix or str(source).startswith((".", "/", "~")) or str(source).count("/") != 1
     if not path.exists() and looks_like_path:
         raise SeedError(f"Seed file {str(source)!r} does not exist. Pass an existing file with --seeds.")
@@ -86,7 +87,36 @@ def read_records(source: str | Path) -> list[dict[str, Any]]:
 def load_seeds(source: str | Path | None = None, column: str = "context") -> list[Row]:
     """Seed rows `{"seed_id", "context"}` from `source` (default: the passages shipped in data/)."""
     source = source or DEFAULT_SEEDS
-    records = read_records(source)
+    return text_rows(read_records(source), source, column, "context", flag="--seed-column")
+
+
+def load_texts(
+    source: str | Path | None = None,
+    column: str = "instruction",
+    name: str | None = None,
+    texts: list[str] | None = None,
+) -> list[Row]:
+    """Rows `{"id", "seed_id", <name>: text, ...}` (`name` defaults to `column`), from `texts`
+    given directly or from the `column` of `source` (a .txt, .jsonl, dataset directory or Hub id);
+    the records' other columns come along, so templates can use them. `id` and `seed_id` are the
+    record's `id`, or a hash of its text, so they are stable across runs."""
+    if source and texts:
+        raise SeedError("Pass either a file or dataset of rows or the texts themselves, not both.")
+    if texts is not None:
+        records = [{column: text} for text in texts]
+    elif source:
+        records = read_records(source, text_column=column)
+    else:
+        raise SeedError("No input rows: pass a file or dataset of rows, or the texts themselves.")
+    rows = text_rows(records, source or "the given texts", column, name or column, "--column", keep=True)
+    return [{"id": row["seed_id"], **row} for row in rows]
+
+
+def text_rows(
+    records: list[dict[str, Any]], source: Any, column: str, name: str, flag: str, keep: bool = False
+) -> list[Row]:
+    """`{"seed_id", <name>: text}` for each record's non-empty `column`, exact repeats skipped;
+    with `keep`, the record's other columns too."""
     if not records:
         raise SeedError(
             f"{source} holds no seeds. Add passages (one JSON object per line, or blank-line-separated text)."
@@ -98,7 +128,7 @@ def load_seeds(source: str | Path | None = None, column: str = "context") -> lis
             columns = sorted(k for k in record if k != "_line")
             raise SeedError(
                 f"{source}, {where}: no {column!r} column (found {columns}). "
-                "Pass --seed-column with the column that holds the seed text."
+                f"Pass {flag} with the column that holds the seed text."
             )
         text = record[column]
         if not isinstance(text, str) or not text.strip():
@@ -110,5 +140,6 @@ def load_seeds(source: str | Path | None = None, column: str = "context") -> lis
             continue
         seen.add(text)
         seed_id = str(record.get("id") or record.get("seed_id") or stable_id(text))
-        seeds.append({"seed_id": seed_id, "context": text})
+        others = {k: v for k, v in record.items() if k not in (column, "_line")} if keep else {}
+        seeds.append({**others, "seed_id": seed_id, name: text})
     return seeds

@@ -1,0 +1,148 @@
+"""Basic prompting in two steps, the pipeline people start with: from a description of what a user
+wants, the model writes the user's message, then answers it.
+
+Run `python flows/generate.py --help` for the parameters (the flow's own, in kebab-case).
+"""
+
+import tasks  # noqa: F401  (first: sets Prefect's defaults before prefect is imported)
+
+# isort: split
+from pathlib import Path
+from typing import Annotated, Literal
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from tasks.backends import GenerationParams, get_backend
+from tasks.backends.embedded import EMBEDDED_MODEL
+from tasks.batching import map_batches
+from tasks.dataset import check_output_dir, save_dataset, summarize
+from tasks.generate import check_step, generate_text
+from tasks.prompts import render_template
+from tasks.rows import drop_duplicates
+from tasks.seeds import load_texts
+
+DEFAULT_ROWS = Path(__file__).resolve().parents[1] / "data" / "seed_instructions.jsonl"
+Positive = Annotated[int, Field(gt=0)]
+
+
+def check_inputs(
+    rows: str | None,
+    instruction: list[str] | None,
+    column: str,
+    prompt_template: str,
+    response_template: str,
+    num_generations: int,
+    temperature: float,
+    model: str,
+    backend: str,
+    output_dir: Path,
+) -> list[dict]:
+    """Everything a user can get wrong, checked before any model call; returns the input rows."""
+    check_output_dir(output_dir)
+    if num_generations > 1 and temperature == 0:
+        raise ValueError("--num-generations above 1 needs a --temperature above 0 (greedy samples repeat).")
+    source = rows or (None if instruction else DEFAULT_ROWS)
+    seed_rows = load_texts(source, column, name="seed_instruction", texts=instruction)
+    check_step(prompt_template, "instruction", num_generations, ())
+    check_step(response_template, "response", 1, ())
+    # Render both steps for the first row, so a template that needs a missing column fails now.
+    render_template(prompt_template, **seed_rows[0])
+    render_template(response_template, **seed_rows[0], instruction="(the written message)")
+    get_backend(backend, model)  # loads the model once per process; a bad id fails here
+    return seed_rows
+
+
+@flow(name="generate", task_runner=ThreadPoolTaskRunner(max_workers=4))
+def generate(
+    rows: str | None = None,
+    instruction: list[str] | None = None,
+    column: str = "instruction",
+    prompt_template: str = "generate/write_prompt.jinja",
+    response_template: str = "respond.jinja",
+    num_generations: Positive = 1,
+    model: str = EMBEDDED_MODEL,
+    backend: Literal["transformers", "fake"] = "transformers",
+    temperature: Annotated[float, Field(ge=0)] = 0.7,
+    response_temperature: Annotated[float, Field(ge=0)] = 0.3,
+    max_new_tokens: Positive = 256,
+    system_prompt: str | None = None,
+    batch_size: Positive = 32,
+    seed: int = 0,
+    output_dir: Path = Path("output/generate"),
+) -> dict:
+    """Write a user message for each described request, then answer it.
+
+    Args:
+        rows: Input rows: a .jsonl or .txt (blank-line separated) file, a saved dataset directory,
+            or a Hub dataset id. Default: the examples shipped in data/ (unless --instruction).
+        instruction: Describe what a user wants, on the command line; repeat the flag for more rows.
+        column: Column of the input rows that holds the description.
+        prompt_template: Step 1 template (variable `seed_instruction`, and any other input column):
+            a file under prompts/ (a name ending in .jinja) or the template text itself.
+        response_template: Step 2 template (variable `instruction`, the written message).
+        num_generations: User messages to write per input row (sample k uses seed + k).
+        model: Model id: the embedded default, a local model directory, or a Hub id.
+        backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
+        temperature: Sampling temperature for writing the user messages.
+        response_temperature: Sampling temperature for responses (0 is greedy).
+        max_new_tokens: Longest response, in tokens.
+        system_prompt: Optional system prompt for the response step.
+        batch_size: Rows per task run: the unit of caching, retries and resume.
+        seed: Run seed: fixes sampling.
+        output_dir: Where the dataset directory is written (replaced whole on success).
+    """
+    logger = get_run_logger()
+    args = (rows, instruction, column, prompt_template, response_template, num_generations, temperature)
+    seed_rows = check_inputs(*args, model, backend, output_dir)
+    common = {"model": model, "backend": backend}
+    # A user's message is a sentence or two; one still going after 96 tokens has started answering.
+    prompt_params = GenerationParams(max_new_tokens=96, temperature=temperature, seed=seed)
+    response_params = GenerationParams(
+        max_new_tokens=max_new_tokens, temperature=response_temperature, seed=seed
+    )
+    logger.info("Loaded %d rows; model %s (%s)", len(seed_rows), model, backend)
+
+    # 1. The model writes the message a user would send, from each row's description.
+    written = map_batches(
+        generate_text,
+        seed_rows,
+        batch_size,
+        template=prompt_template,
+        output_column="instruction",
+        stage="write_prompt",
+        num_generations=num_generations,
+        checks=("empty", "degenerate", "not_a_request"),
+        keep_truncated=False,  # a message cut off mid-sentence is not one a user sent
+        params=prompt_params,
+        **common,
+    )
+    messages, drops = drop_duplicates(written["rows"])
+    drops = written["drops"] + drops
+    logger.info("Step 1: %d user messages from %d rows", len(messages), len(seed_rows))
+
+    # 2. The model answers each message.
+    answered = map_batches(
+        generate_text,
+        messages,
+        batch_size,
+        template=response_template,
+        output_column="response",
+        stage="respond",
+        system_prompt=system_prompt,
+        params=response_params,
+        **common,
+    )
+    final, drops = answered["rows"], drops + answered["drops"]
+    stages = {"rows": len(seed_rows), "write_prompt": len(messages), "respond": len(final)}
+    summary = summarize(final, drops, stages)
+    path = save_dataset(final, drops, summary, output_dir)
+    logger.info("Saved %d rows to %s (%d drops)", len(final), path, len(drops))
+    return {**summary, "output_dir": str(path)}
+
+
+if __name__ == "__main__":
+    from tasks.cli import main
+
+    main(generate, preflight=check_inputs)

@@ -1,0 +1,158 @@
+"""Every technique on a list of dicts, in a notebook or a script, without writing a flow:
+
+    from tasks import notebook
+    rows, drops = notebook.generate([{"topic": "tides"}], "Write a haiku about {{ topic }}.", "haiku")
+
+Each function calls its technique's plain function (the Prefect task's `.fn`) batch by batch in
+this process: no Prefect server, no cache, no retries; the rows and drop records are the ones the
+flows get. The model defaults to the embedded SmolLM2-135M-Instruct; generation parameters are
+keyword arguments (`temperature=0.2, max_new_tokens=64, seed=1`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tasks import evol_instruct
+from tasks import generate as generate_module
+from tasks import respond as respond_module
+from tasks import self_instruct as self_instruct_module
+from tasks.backends import GenerationParams
+from tasks.backends.embedded import EMBEDDED_MODEL
+from tasks.batching import chunk
+from tasks.rows import Row, stable_id
+
+Result = tuple[list[Row], list[dict[str, Any]]]
+
+
+def run_batches(task: Any, rows: list[Row], batch_size: int, **params: Any) -> Result:
+    """`task.fn` over `rows` in batches, in order: (rows, drop records)."""
+    out_rows: list[Row] = []
+    drops: list[dict[str, Any]] = []
+    for index, batch in enumerate(chunk(rows, batch_size)):
+        result = task.fn(batch, batch_index=index, **params)
+        out_rows += result["rows"]
+        drops += result["drops"]
+    return out_rows, drops
+
+
+def with_ids(rows: list[Row]) -> list[Row]:
+    """Rows as given, each with a stable `id` (a hash of its content) where it has none."""
+    return [
+        row if "id" in row else {**row, "id": stable_id(json.dumps(row, sort_keys=True, default=str))}
+        for row in rows
+    ]
+
+
+def generate(
+    rows: list[Row],
+    template: str,
+    output_column: str = "text",
+    *,
+    num_generations: int = 1,
+    system_prompt: str | None = None,
+    stage: str | None = None,
+    checks: tuple[str, ...] = generate_module.DEFAULT_CHECKS,
+    keep_truncated: bool = True,
+    model: str = EMBEDDED_MODEL,
+    backend: str = "transformers",
+    batch_size: int = 8,
+    **params: Any,
+) -> Result:
+    """Basic prompting: `template` (a prompts/ file name or inline text) rendered over each row;
+    the options are `generate_text`'s."""
+    return run_batches(
+        generate_module.generate_text,
+        with_ids(rows),
+        batch_size,
+        template=template,
+        output_column=output_column,
+        num_generations=num_generations,
+        system_prompt=system_prompt,
+        stage=stage,
+        checks=checks,
+        keep_truncated=keep_truncated,
+        model=model,
+        backend=backend,
+        params=GenerationParams(**params),
+    )
+
+
+def respond(
+    rows: list[Row],
+    *,
+    system_prompt: str | None = None,
+    model: str = EMBEDDED_MODEL,
+    backend: str = "transformers",
+    batch_size: int = 8,
+    **params: Any,
+) -> Result:
+    """A `response` to each row's `instruction`."""
+    return run_batches(
+        respond_module.generate_responses,
+        with_ids(rows),
+        batch_size,
+        system_prompt=system_prompt,
+        model=model,
+        backend=backend,
+        params=GenerationParams(**params),
+    )
+
+
+def self_instruct(
+    rows: list[Row],
+    num_instructions: int = 5,
+    *,
+    model: str = EMBEDDED_MODEL,
+    backend: str = "transformers",
+    batch_size: int = 8,
+    **params: Any,
+) -> Result:
+    """SelfInstruct: up to `num_instructions` user queries grounded in each row's `context`."""
+    seeds = [{"seed_id": row.get("seed_id") or stable_id(row["context"]), **row} for row in rows]
+    return run_batches(
+        self_instruct_module.generate_instructions,
+        seeds,
+        batch_size,
+        num_instructions=num_instructions,
+        model=model,
+        backend=backend,
+        params=GenerationParams(**params),
+    )
+
+
+def evolve(
+    rows: list[Row],
+    rounds: int = 1,
+    mutations: tuple[str, ...] = evol_instruct.MUTATIONS,
+    *,
+    model: str = EMBEDDED_MODEL,
+    backend: str = "transformers",
+    batch_size: int = 8,
+    **params: Any,
+) -> Result:
+    """EvolInstruct: `rounds` rewrites of each row's `instruction`; a failed one keeps its parent."""
+    rows = [_evolvable(row) for row in with_ids(rows)]
+    drops: list[dict[str, Any]] = []
+    generation = GenerationParams(**{"max_new_tokens": 160, **params})
+    for round_ in range(1, rounds + 1):
+        rows, new_drops = run_batches(
+            evol_instruct.evolve_instructions,
+            rows,
+            batch_size,
+            round=round_,
+            mutations=list(mutations),
+            seed=generation.seed,
+            model=model,
+            backend=backend,
+            params=generation,
+        )
+        drops += new_drops
+    return rows, drops
+
+
+def _evolvable(row: Row) -> Row:
+    """A row with the lineage fields EvolInstruct extends (a fresh instruction starts them)."""
+    fresh = {"lineage": [row["instruction"]], "mutations": [], "evol_depth": 0, "evol_drops": []}
+    return {**fresh, **row}
