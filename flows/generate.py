@@ -16,10 +16,12 @@ from pydantic import Field
 
 from tasks.backends import GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
-from tasks.batching import map_batches
-from tasks.dataset import check_output_dir, save_dataset, summarize
+from tasks.batching import Ledger, map_batches
+from tasks.dataset import check_output_dir
 from tasks.generate import check_step, generate_text
+from tasks.hub import hub_token
 from tasks.prompts import render_template
+from tasks.publish import publish
 from tasks.rows import drop_duplicates
 from tasks.seeds import load_texts
 
@@ -38,9 +40,13 @@ def check_inputs(
     model: str,
     backend: str,
     output_dir: Path,
+    versioned: bool = False,
+    push_to_hub: str | None = None,
 ) -> list[dict]:
     """Everything a user can get wrong, checked before any model call; returns the input rows."""
-    check_output_dir(output_dir)
+    check_output_dir(output_dir, versioned)
+    if push_to_hub:
+        hub_token()
     if num_generations > 1 and temperature == 0:
         raise ValueError("--num-generations above 1 needs a --temperature above 0 (greedy samples repeat).")
     source = rows or (None if instruction else DEFAULT_ROWS)
@@ -54,7 +60,11 @@ def check_inputs(
     return seed_rows
 
 
-@flow(name="generate", task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(
+    name="generate",
+    flow_run_name="generate-{backend}-seed{seed}",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),
+)
 def generate(
     rows: str | None = None,
     instruction: list[str] | None = None,
@@ -71,6 +81,9 @@ def generate(
     batch_size: Positive = 32,
     seed: int = 0,
     output_dir: Path = Path("output/generate"),
+    versioned: bool = False,
+    push_to_hub: str | None = None,
+    private: bool = True,
 ) -> dict:
     """Write a user message for each described request, then answer it.
 
@@ -92,10 +105,13 @@ def generate(
         batch_size: Rows per task run: the unit of caching, retries and resume.
         seed: Run seed: fixes sampling.
         output_dir: Where the dataset directory is written (replaced whole on success).
+        versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
+        push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
+        private: Make a pushed dataset private.
     """
     logger = get_run_logger()
     args = (rows, instruction, column, prompt_template, response_template, num_generations, temperature)
-    seed_rows = check_inputs(*args, model, backend, output_dir)
+    seed_rows = check_inputs(*args, model, backend, output_dir, versioned, push_to_hub)
     common = {"model": model, "backend": backend}
     # A user's message is a sentence or two; one still going after 96 tokens has started answering.
     prompt_params = GenerationParams(max_new_tokens=96, temperature=temperature, seed=seed)
@@ -103,6 +119,7 @@ def generate(
         max_new_tokens=max_new_tokens, temperature=response_temperature, seed=seed
     )
     logger.info("Loaded %d rows; model %s (%s)", len(seed_rows), model, backend)
+    ledger = Ledger()
 
     # 1. The model writes the message a user would send, from each row's description.
     written = map_batches(
@@ -118,8 +135,8 @@ def generate(
         params=prompt_params,
         **common,
     )
-    messages, drops = drop_duplicates(written["rows"])
-    drops = written["drops"] + drops
+    messages, duplicates = drop_duplicates(ledger.rows(written, "write_prompt"))
+    ledger.drops += duplicates
     logger.info("Step 1: %d user messages from %d rows", len(messages), len(seed_rows))
 
     # 2. The model answers each message.
@@ -134,12 +151,8 @@ def generate(
         params=response_params,
         **common,
     )
-    final, drops = answered["rows"], drops + answered["drops"]
-    stages = {"rows": len(seed_rows), "write_prompt": len(messages), "respond": len(final)}
-    summary = summarize(final, drops, stages)
-    path = save_dataset(final, drops, summary, output_dir)
-    logger.info("Saved %d rows to %s (%d drops)", len(final), path, len(drops))
-    return {**summary, "output_dir": str(path)}
+    final = ledger.rows(answered, "respond")
+    return publish("generate", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def test_flow_writes_messages_then_answers_them(tmp_path, fake):
         # Step 1 saw the description; step 2 answered exactly the message step 1 wrote.
         assert any(row["seed_instruction"] in p and "<system>" not in p for p in sent)
         assert f"<system>Be kind.\n<user>{row['instruction']}" in sent
-    assert summary["rows_per_stage"] == {"rows": 2, "write_prompt": 2, "respond": 2}
+    assert summary["rows_per_stage"] == {"seeds": 2, "write_prompt": 2, "respond": 2, "final": 2}
 
 
 def test_a_second_run_makes_no_model_calls(tmp_path, fake):
@@ -128,7 +128,7 @@ def test_the_readme_pipeline_runs(tmp_path, fake):
 @pytest.mark.slow
 def test_generate_flow_on_the_embedded_model(tmp_path):
     summary = generate(instruction=ASKS, max_new_tokens=32, output_dir=tmp_path / "out")
-    assert summary["rows_per_stage"]["rows"] == 2 and summary["rows"] > 0
+    assert summary["rows_per_stage"]["seeds"] == 2 and summary["rows"] > 0
     for row in read_rows(tmp_path / "out"):
         assert row["instruction"].strip() and row["response"].strip()
         assert row["instruction"] != row["seed_instruction"] and row["seed_instruction"] in ASKS
