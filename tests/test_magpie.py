@@ -205,3 +205,12 @@ def test_history_must_alternate_and_end_with_the_assistant():
 def test_user_turns_are_parsed_forgivingly_and_dropped_with_reasons(text, finish, reason, smollm2):
     template = resolve(smollm2)
     assert check_user_turn(Generation(text, finish), None, template) == reason
+
+
+def test_a_template_that_silently_drops_the_system_role_gets_it_in_the_user_turn():
+    drops_system = (
+        "{% for m in messages %}{% if m['role'] != 'system' %}<|im_start|>{{ m['role'] }}\n"
+        "{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
+    )
+    query = pre_query_template("fake", SYSTEM, chat_template=drops_system)
+    assert query.prompt == "<|im_start|>user\nBe brief.\n\n" and query.system_merged
