@@ -144,8 +144,8 @@ def call_params(
     return params.model_copy(update={"seed": seed, **update})
 
 
-def ask_users(llm: Backend, template, rows, conversations, params, turn) -> tuple[list[Row], list[dict]]:
-    """One user turn for every row (one model call); rows whose turn fails are dropped."""
+def ask_users(llm: Backend, template, rows, conversations, params, turn) -> tuple[list, list, tuple]:
+    """One user turn for every row (one model call): (kept rows, drops, the stop strings sent)."""
     queries = [pre_query_template(template, r["system_prompt"], conversations[r["id"]]) for r in rows]
     stop = tuple(sorted({s for q in queries for s in q.stop}))
     outputs = llm.generate([q.prompt for q in queries], call_params(params, rows, "user", turn, stop=stop))
@@ -156,7 +156,7 @@ def ask_users(llm: Backend, template, rows, conversations, params, turn) -> tupl
         else:
             conversations[row["id"]].append({"role": "user", "content": out.text.strip()})
             kept.append(row)
-    return kept, drops
+    return kept, drops, stop
 
 
 def answer_users(llm: Backend, template, rows, conversations, params, turn, truncated):
@@ -205,15 +205,16 @@ def generate_conversations(
     turns = 1 if only_instruction else n_turns
     conversations: dict[str, list[Message]] = {r["id"]: [] for r in rows}
     truncated: dict[str, bool] = {}
-    live, drops = list(rows), []
+    live, drops, stops = list(rows), [], set()
     for turn in range(1, turns + 1):
-        live, lost = ask_users(llm, chat_template, live, conversations, params, turn)
-        drops += lost
+        live, lost, stop = ask_users(llm, chat_template, live, conversations, params, turn)
+        drops, stops = drops + lost, stops | set(stop)
         if only_instruction or (end_with_user and turn == turns):
             break
         live, lost = answer_users(llm, chat_template, live, conversations, response_params, turn, truncated)
         drops += lost
     base = {"model": model, "backend": backend}
+    params = params.model_copy(update={"stop": tuple(sorted(stops))})  # provenance: the derived stops
     out = []
     for row in live:
         fields = conversation_fields(row, conversations[row["id"]], turns == 1, include_system_prompt)
