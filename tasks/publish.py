@@ -26,10 +26,12 @@ def publish(
     push_to_hub: str | None = None,
     private: bool = True,
     versioned: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Save `rows` (and what `ledger` set aside) as the run's dataset; returns the summary."""
+    """Save `rows` (and what `ledger` set aside) as the run's dataset; returns the summary, with
+    `extra` (flow-specific facts) added to it."""
     logger = get_run_logger()
-    summary = {**summarize(rows, ledger, seeds), "quality": quality_metrics(rows)}
+    summary = {**summarize(rows, ledger, seeds), "quality": quality_metrics(rows), **(extra or {})}
     target = versioned_dir(output_dir) if versioned else Path(output_dir)
     card = render_card(flow, dict(flow_run.parameters or {}), summary, rows)
     logger.info("Saving %d rows to %s", len(rows), target)

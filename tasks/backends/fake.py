@@ -110,11 +110,19 @@ class FakeBackend:
             time.sleep(self.delay)
         self._fail_if_asked(prompts)
         out = []
+        seen: dict[str, int] = {}
         for prompt in prompts:
             if self.context and len(prompt_text(prompt).split()) > self.context:
                 out.append(Generation("", "prompt_too_long", len(prompt_text(prompt).split()), 0))
                 continue
-            text = self.responder(prompt, params)
+            # A sampling model draws a new text for each copy of a prompt in one batch (Magpie sends
+            # the same pre-query prompt many times); greedy decoding repeats itself.
+            key = prompt_text(prompt)
+            repeat, seen[key] = seen.get(key, 0), seen.get(key, 0) + 1
+            if repeat and params.temperature > 0:
+                text = self.responder(prompt, params.model_copy(update={"seed": params.seed + 7919 * repeat}))
+            else:
+                text = self.responder(prompt, params)
             for stop in params.stop:
                 text = text.split(stop, 1)[0]
             words = len(text.split())

@@ -126,7 +126,10 @@ class TransformersBackend:
         with self._lock:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], params)):
+                # subtle: one seed per sub-batch, or sub-batches of one repeated prompt (Magpie)
+                # would sample identical texts.
+                sub = params.model_copy(update={"seed": params.seed + start})
+                for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], sub)):
                     results[i] = gen
         return results  # type: ignore[return-value]
 

@@ -1,0 +1,156 @@
+"""Magpie: instructions and conversations from an aligned chat model, prompted with nothing but the
+start of a user turn (Xu et al., 2024, arXiv:2406.08464).
+
+Run `python flows/magpie.py --help` for the parameters (the flow's own, in kebab-case).
+"""
+
+import tasks  # noqa: F401  (first: sets Prefect's defaults before prefect is imported)
+
+# isort: split
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from tasks.backends import GenerationParams, get_backend
+from tasks.backends.embedded import EMBEDDED_MODEL
+from tasks.batching import Ledger, map_batches
+from tasks.chat_templates import ChatTemplate, chat_template_for
+from tasks.dataset import check_output_dir
+from tasks.hub import hub_token
+from tasks.magpie import generate_conversations, pre_query_template
+from tasks.magpie_rows import drop_duplicates, magpie_rows, options, parse_spec
+from tasks.publish import publish
+
+Positive = Annotated[int, Field(gt=0)]
+SystemPrompt = str | list[str] | dict[str, str | tuple[str, float]] | None
+
+
+def check_inputs(
+    model: str,
+    backend: str,
+    output_dir: Path,
+    n_turns: int = 1,
+    only_instruction: bool = False,
+    system_prompt: Any = None,
+    chat_template: str | None = None,
+    versioned: bool = False,
+    push_to_hub: str | None = None,
+) -> ChatTemplate:
+    """Everything a user can get wrong, checked before any model call; returns the chat template."""
+    check_output_dir(output_dir, versioned)
+    if push_to_hub:
+        hub_token()
+    if only_instruction and n_turns > 1:
+        raise ValueError("--only-instruction writes one instruction per row; drop it or --n-turns.")
+    options(system_prompt)  # a malformed list or mapping fails here
+    template = chat_template_for(get_backend(backend, model), chat_template)
+    pre_query_template(template)  # a template Magpie cannot cut fails here, with the reason
+    return template
+
+
+@flow(
+    name="magpie",
+    flow_run_name="magpie-{backend}-seed{seed}",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),
+)
+def magpie(
+    num_rows: Positive = 16,
+    n_turns: Positive = 1,
+    only_instruction: bool = False,
+    end_with_user: bool = False,
+    include_system_prompt: bool = False,
+    system_prompt: SystemPrompt = None,
+    chat_template: str | None = None,
+    model: str = EMBEDDED_MODEL,
+    backend: Literal["transformers", "fake"] = "transformers",
+    temperature: Annotated[float, Field(ge=0)] = 1.0,
+    response_temperature: Annotated[float, Field(ge=0)] = 0.0,
+    max_instruction_tokens: Positive = 128,
+    max_new_tokens: Positive = 256,
+    batch_size: Positive = 32,
+    seed: int = 0,
+    output_dir: Path = Path("output/magpie"),
+    versioned: bool = False,
+    push_to_hub: str | None = None,
+    private: bool = True,
+) -> dict:
+    """Generate instructions and conversations with Magpie, from the model's chat template alone.
+
+    Args:
+        num_rows: Rows (conversations) to attempt; failed ones are dropped, with a reason.
+        n_turns: User/assistant turns per conversation; 1 gives instruction/response rows.
+        only_instruction: Write only the instruction, no response (one turn).
+        end_with_user: End each conversation with a user turn (no last response).
+        include_system_prompt: Keep the system prompt in the rows (and atop each conversation).
+        system_prompt: A system prompt; or JSON of a list (drawn uniformly per row) or of a
+            mapping name -> prompt or name -> [prompt, weight] (the name goes in
+            `system_prompt_key`). Multi-turn runs default to the paper's multi-turn prompt.
+        chat_template: A Jinja chat template (text or .jinja file) to use instead of the model's.
+        model: Model id: the embedded default, a local model directory, or a Hub id.
+        backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
+        temperature: Sampling temperature of the user turns (the paper samples at 1.0).
+        response_temperature: Sampling temperature of the responses (0 is greedy, as in the paper).
+        max_instruction_tokens: Longest user turn; one that runs longer is dropped.
+        max_new_tokens: Longest response, in tokens.
+        batch_size: Rows per task run: the unit of caching, retries and resume.
+        seed: Run seed: fixes sampling and each row's choice of system prompt.
+        output_dir: Where the dataset directory is written (replaced whole on success).
+        versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
+        push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
+        private: Make a pushed dataset private.
+    """
+    logger = get_run_logger()
+    spec = parse_spec(system_prompt)
+    template = check_inputs(
+        model, backend, output_dir, n_turns, only_instruction, spec, chat_template, versioned, push_to_hub
+    )
+    rows = magpie_rows(num_rows, spec, seed, n_turns)
+    opening = {r["system_prompt"]: pre_query_template(template, r["system_prompt"]) for r in rows}
+    for query in opening.values():
+        logger.info("Pre-query prompt %r, user turn stops at %s", query.prompt, list(query.stop))
+
+    # 1. Each turn: the model writes the user's message from the pre-query prompt, then answers it
+    #    with its normal chat template. Rows whose user turn fails are dropped with a reason.
+    generated = map_batches(
+        generate_conversations,
+        rows,
+        batch_size,
+        chat_template=template,
+        model=model,
+        backend=backend,
+        params=GenerationParams(
+            max_new_tokens=max_instruction_tokens, temperature=temperature, top_p=1.0, seed=seed
+        ),
+        response_params=GenerationParams(
+            max_new_tokens=max_new_tokens, temperature=response_temperature, seed=seed
+        ),
+        n_turns=n_turns,
+        only_instruction=only_instruction,
+        end_with_user=end_with_user,
+        include_system_prompt=include_system_prompt,
+    )
+    # 2. Drop repeated opening queries, then save (and push).
+    ledger = Ledger()
+    final, duplicates = drop_duplicates(ledger.rows(generated, "magpie"))
+    ledger.drops += duplicates
+    pre_query = [{"prompt": q.prompt, "stop": list(q.stop)} for q in opening.values()]
+    return publish(
+        "magpie",
+        final,
+        ledger,
+        num_rows,
+        output_dir,
+        push_to_hub,
+        private,
+        versioned,
+        {"pre_query": pre_query},
+    )
+
+
+if __name__ == "__main__":
+    from tasks.cli import main
+
+    main(magpie, preflight=check_inputs)
