@@ -18,6 +18,8 @@ POOL = ["Write a haiku about the first cold morning of autumn.", "Translate the 
     [
         ("Suggest three names for a bakery that opens early.", None),
         ("Explain how a bicycle gear works to a beginner.", None),
+        ("Write a short résumé for a junior chef at a café.", None),  # accents are still English
+        ("Summarize the plot of a novel you like in two sentences.", "unsupported_keyword"),  # as the paper
         ("Write a haiku about the first cold morning of autumn!", "similar_to_pool"),
         ("Write a haiku about the first cold morning of spring.", "similar_to_pool"),
         ("Translate this.", "too_short"),
@@ -125,6 +127,7 @@ def test_the_shipped_seed_tasks_load_and_pass_the_filters():
     assert 20 <= len(tasks) <= 40
     assert len({t["seed_id"] for t in tasks}) == len(tasks)
     assert all(t["instruction"] and t["output"] for t in tasks)
+    assert [t["instruction"] for t in tasks if check_candidate(t["instruction"])] == []
 
 
 def test_seed_tasks_in_the_papers_format_and_flat(tmp_path):
