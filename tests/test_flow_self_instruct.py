@@ -110,7 +110,7 @@ def test_self_instruct_on_the_embedded_model(tmp_path):
     summary = self_instruct(
         num_instructions=50,
         max_rounds=2,
-        prompts_per_round=2,
+        prompts_per_round=1,
         max_instruction_tokens=48,
         max_new_tokens=16,
         output_dir=tmp_path / "out",
