@@ -10,6 +10,7 @@ from the Evol-Instruct paper's elimination rules, an evolution that adds nothing
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 import zlib
 from collections import Counter
@@ -72,20 +73,33 @@ def echoes(text: str, boilerplate: str, markers: tuple[str, ...] = (), n: int = 
 
 
 def lcs_length(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence of two token lists.
+
+    Bit-parallel (Hyyro 2004): one bit per token of the shorter list, so each token of the longer
+    list costs a few big-integer operations instead of a Python loop over the shorter one."""
     if len(a) < len(b):
         a, b = b, a
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b):
-            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
+    if not b:
+        return 0
+    masks: dict[str, int] = {}
+    for i, token in enumerate(b):
+        masks[token] = masks.get(token, 0) | (1 << i)
+    full = (1 << len(b)) - 1
+    v = full
+    for token in a:
+        u = v & masks.get(token, 0)
+        v = ((v + u) | (v - u)) & full
+    # subtle: each zero bit left in v is one matched position of the LCS.
+    return len(b) - bin(v).count("1")
 
 
 def rouge_l(a: str, b: str) -> float:
     """ROUGE-L F1 between two texts, over lowercased words (the Self-Instruct similarity)."""
-    ta, tb = words(a), words(b)
+    return rouge_l_tokens(words(a), words(b))
+
+
+def rouge_l_tokens(ta: list[str], tb: list[str]) -> float:
+    """`rouge_l` on already tokenized texts (`words`), for callers that tokenize once."""
     if not ta or not tb:
         return 0.0
     lcs = lcs_length(ta, tb)
@@ -143,3 +157,59 @@ def not_a_request(text: str) -> str | None:
 
 def first_reason(*reasons: str | None) -> str | None:
     return next((r for r in reasons if r), None)
+
+
+# Self-Instruct's filter for instructions a text-only model cannot carry out (Wang et al., 2022,
+# section 2.3, keyword list from the paper's code), matched as whole words.
+UNSUPPORTED_KEYWORDS = (
+    "image",
+    "images",
+    "picture",
+    "pictures",
+    "graph",
+    "graphs",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+    "video",
+    "audio",
+    "music",
+    "flowchart",
+    "diagram",
+)
+_UNSUPPORTED = re.compile(r"\b(?:" + "|".join(re.escape(k) for k in UNSUPPORTED_KEYWORDS) + r")\b", re.I)
+
+
+def length_out_of_range(text: str, min_words: int = 4, max_words: int = 150) -> str | None:
+    """Self-Instruct's length filter: `too_short` under `min_words` words (the paper drops 3 or
+    fewer), `too_long` over `max_words`, counted on whitespace as the paper does."""
+    count = len(text.split())
+    if count < min_words:
+        return "too_short"
+    return "too_long" if count > max_words else None
+
+
+def unsupported_keyword(text: str) -> str | None:
+    """`unsupported_keyword` when the instruction asks for images, files, maps, plots, audio..."""
+    return "unsupported_keyword" if _UNSUPPORTED.search(text) else None
+
+
+def starts_with_punctuation(text: str) -> str | None:
+    stripped = text.lstrip()
+    return "starts_with_punctuation" if stripped and stripped[0] in string.punctuation else None
+
+
+def non_english(text: str, min_ascii_share: float = 0.9) -> str | None:
+    """A heuristic, not a language detector: `non_english` when the text starts with a non-ASCII
+    character (the paper's rule) or fewer than `min_ascii_share` of its letters are ASCII."""
+    stripped = text.lstrip()
+    letters = [ch for ch in stripped if ch.isalpha()]
+    if stripped and not stripped[0].isascii():
+        return "non_english"
+    if letters and sum(ch.isascii() for ch in letters) / len(letters) < min_ascii_share:
+        return "non_english"
+    return None

@@ -1,0 +1,169 @@
+"""Self-Instruct as the paper does it (Wang et al., 2022, arXiv:2212.10560): bootstrap new
+instructions from a small pool of seed tasks, round by round, then answer them.
+
+Run `python flows/self_instruct.py --help` for the parameters (the flow's own, in kebab-case).
+"""
+
+import tasks  # noqa: F401  (first: sets Prefect's defaults before prefect is imported)
+
+# isort: split
+from pathlib import Path
+from typing import Annotated, Literal
+
+from prefect import flow, get_run_logger
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+
+from tasks.backends import GenerationParams, get_backend
+from tasks.backends.embedded import EMBEDDED_MODEL
+from tasks.batching import Ledger, map_batches
+from tasks.dataset import check_output_dir
+from tasks.hub import hub_token
+from tasks.publish import publish
+from tasks.respond import generate_responses
+from tasks.rows import Row, drop
+from tasks.seed_tasks import load_seed_tasks
+from tasks.self_instruct_bootstrap import STAGE, bootstrap_instructions
+
+Positive = Annotated[int, Field(gt=0)]
+
+
+def check_inputs(
+    seed_tasks: str | None,
+    model: str,
+    backend: str,
+    output_dir: Path,
+    versioned: bool = False,
+    push_to_hub: str | None = None,
+) -> list[Row]:
+    """Everything a user can get wrong, checked before any model call; returns the seed tasks."""
+    check_output_dir(output_dir, versioned)
+    if push_to_hub:
+        hub_token()
+    seed_rows = load_seed_tasks(seed_tasks)
+    get_backend(backend, model)  # loads the model once per process; a bad id fails here
+    return seed_rows
+
+
+@flow(
+    name="self_instruct",
+    flow_run_name="self_instruct-{backend}-seed{seed}",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),
+)
+def self_instruct(
+    seed_tasks: str | None = None,
+    num_instructions: Positive = 100,
+    max_rounds: Positive = 50,
+    prompts_per_round: Positive = 8,
+    num_seed_examples: Positive = 6,
+    num_generated_examples: Annotated[int, Field(ge=0)] = 2,
+    similarity_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7,
+    model: str = EMBEDDED_MODEL,
+    backend: Literal["transformers", "fake"] = "transformers",
+    temperature: Annotated[float, Field(ge=0)] = 0.7,
+    max_instruction_tokens: Positive = 256,
+    response_temperature: Annotated[float, Field(ge=0)] = 0.3,
+    max_new_tokens: Positive = 256,
+    system_prompt: str | None = None,
+    batch_size: Positive = 32,
+    seed: int = 0,
+    output_dir: Path = Path("output/self_instruct"),
+    versioned: bool = False,
+    push_to_hub: str | None = None,
+    private: bool = True,
+) -> dict:
+    """Bootstrap instructions from seed tasks with Self-Instruct, then generate their responses.
+
+    Args:
+        seed_tasks: Seed tasks: a JSONL file in the paper's seed_tasks.jsonl format (or with
+            "instruction"/"input"/"output" columns), a saved dataset directory or a Hub id.
+            Default: the tasks shipped in data/seed_tasks.jsonl.
+        num_instructions: New instructions to generate (the pool grows until it holds this many).
+        max_rounds: Most bootstrap rounds; the run stops earlier once enough instructions are kept.
+        prompts_per_round: Prompts per round, each with its own sample of in-context examples.
+        num_seed_examples: Seed tasks shown in each prompt (the paper uses 6).
+        num_generated_examples: Earlier generated instructions shown in each prompt (the paper uses 2).
+        similarity_threshold: A new instruction is kept only if its ROUGE-L with every instruction
+            in the pool is below this (the paper uses 0.7).
+        model: Model id: the embedded default, a local model directory, or a Hub id.
+        backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
+        temperature: Sampling temperature for writing instructions.
+        max_instruction_tokens: Most tokens generated per bootstrap prompt.
+        response_temperature: Sampling temperature for responses (0 is greedy).
+        max_new_tokens: Longest response, in tokens.
+        system_prompt: Optional system prompt for the response step.
+        batch_size: Instructions per response task run: the unit of caching, retries and resume.
+        seed: Run seed: fixes each round's in-context examples and the sampling.
+        output_dir: Where the dataset directory is written (replaced whole on success).
+        versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
+        push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
+        private: Make a pushed dataset private.
+    """
+    logger = get_run_logger()
+    seed_rows = check_inputs(seed_tasks, model, backend, output_dir, versioned, push_to_hub)
+    common = {"model": model, "backend": backend}
+    # The paper stops each completion at a blank line: the numbered list is over.
+    bootstrap_params = GenerationParams(
+        max_new_tokens=max_instruction_tokens, temperature=temperature, seed=seed, stop=("\n\n",)
+    )
+    response_params = GenerationParams(
+        max_new_tokens=max_new_tokens, temperature=response_temperature, seed=seed
+    )
+    logger.info("Loaded %d seed tasks; model %s (%s)", len(seed_rows), model, backend)
+
+    # 1. Bootstrap: each round samples in-context examples from the pool, asks for new tasks and
+    #    keeps those that pass the filters and are not similar to any instruction in the pool.
+    ledger = Ledger()
+    generated: list[Row] = []
+    rounds: list[dict] = []
+    for round_ in range(1, max_rounds + 1):
+        if len(generated) >= num_instructions:
+            break
+        result = bootstrap_instructions(
+            generated,
+            batch_index=round_,
+            round=round_,
+            seed_tasks=seed_rows,
+            prompts_per_round=prompts_per_round,
+            num_seed_examples=num_seed_examples,
+            num_generated_examples=num_generated_examples,
+            similarity_threshold=similarity_threshold,
+            seed=seed,
+            params=bootstrap_params,
+            **common,
+        )
+        generated += ledger.rows(result, STAGE)
+        rounds.append({"round": round_, "kept": len(result["rows"]), "dropped": len(result["drops"])})
+        logger.info("Round %d: kept %d, dropped %d", round_, len(result["rows"]), len(result["drops"]))
+    if len(generated) < num_instructions:
+        logger.warning(
+            "Stopped after %d rounds with %d of %d instructions", max_rounds, len(generated), num_instructions
+        )
+
+    # 2. The last round may overshoot: keep the first `num_instructions`.
+    instructions = generated[:num_instructions]
+    ledger.drops += [
+        {**drop(STAGE, "over_count", row, row["instruction"]), "round": row["round"]}
+        for row in generated[num_instructions:]
+    ]
+
+    # 3. A response for every kept instruction, then save.
+    answered = map_batches(
+        generate_responses,
+        instructions,
+        batch_size,
+        params=response_params,
+        system_prompt=system_prompt,
+        **common,
+    )
+    final = ledger.rows(answered, "respond")
+    extra = {"rounds": rounds}
+    return publish(
+        "self_instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned, extra
+    )
+
+
+if __name__ == "__main__":
+    from tasks.cli import main
+
+    main(self_instruct, preflight=check_inputs)
