@@ -20,6 +20,7 @@ from tasks.batching import Ledger, map_batches
 from tasks.dataset import check_output_dir
 from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
 from tasks.hub import hub_token
+from tasks.near_duplicates import drop_near_duplicates
 from tasks.publish import publish
 from tasks.respond import generate_responses
 from tasks.rows import drop_duplicates, in_order
@@ -66,6 +67,7 @@ def instruct(
     max_new_tokens: Positive = 256,
     system_prompt: str | None = None,
     batch_size: Positive = 32,
+    near_duplicate_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7,
     seed: int = 0,
     output_dir: Path = Path("output/instruct"),
     versioned: bool = False,
@@ -88,6 +90,8 @@ def instruct(
         max_new_tokens: Longest response, in tokens.
         system_prompt: Optional system prompt for the response step.
         batch_size: Rows per task run: the unit of caching, retries and resume.
+        near_duplicate_threshold: Drop an instruction whose ROUGE-L with an earlier kept one is at
+            least this (the Self-Instruct paper uses 0.7; 1 keeps all but exact duplicates).
         seed: Run seed: fixes sampling and each row's choice of mutation.
         output_dir: Where the dataset directory is written (replaced whole on success).
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
@@ -160,9 +164,11 @@ def instruct(
     progress.advance("respond")
     answered_rows = in_order(ledger.rows(answered, "respond") + ledger.rows(reanswered, "respond"), rows)
 
-    # 5. Drop exact duplicates across seeds, then save (and push).
+    # 5. Drop exact and near duplicates (ROUGE-L against every kept instruction, as the
+    #    Self-Instruct paper filters), then save (and push).
     final, duplicates = drop_duplicates(answered_rows)
-    ledger.drops += duplicates
+    final, near_duplicates = drop_near_duplicates(final, "instruction", near_duplicate_threshold)
+    ledger.drops += duplicates + near_duplicates
     return publish("instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned)
 
 

@@ -145,3 +145,18 @@ def test_a_seed_longer_than_the_context_window_is_skipped_with_a_reason(tmp_path
     summary = instruct(**SMALL | {"model": "fake?context=120"}, seeds=str(seeds), output_dir=tmp_path / "out")
     assert summary["drops"]["self_instruct:prompt_too_long"] == 1
     assert summary["rows"] > 0 and {r["seed_id"] for r in read_rows(tmp_path / "out")} == {"short"}
+
+
+def test_near_duplicate_instructions_across_seeds_are_dropped(tmp_path, fake):
+    def similar(prompt, params):
+        text = prompt_text(prompt)
+        if is_self_instruct(prompt):
+            day = "every" if "waggle" in text else "each"
+            return f"Explain how the tides rise and fall {day} single day near the coast."
+        return "An answer about tides."
+
+    fake.responder = similar
+    summary = instruct(**{**SMALL, "num_evolutions": 0}, output_dir=tmp_path / "out")
+    assert summary["rows"] == 1
+    assert summary["drops"]["deduplicate:near_duplicate"] == 1  # 'every' vs 'each': ROUGE-L 0.92
+    assert summary["drops"]["deduplicate:duplicate"] == 4
