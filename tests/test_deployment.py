@@ -61,7 +61,7 @@ def prefect(env, *args, cwd=ROOT):
 def test_deploy_trigger_and_watch_a_run(server, tmp_path):
     prefect(server, "work-pool", "create", "instructforge", "--type", "process")
     deployed = prefect(server, "--no-prompt", "deploy", "--all")
-    assert "instruct/daily-refresh" in deployed
+    assert "instruct/daily-refresh" in deployed and "magpie/magpie-daily" in deployed
     params = f'{{"backend": "fake", "model": "fake", "output_dir": "{tmp_path / "out"}"}}'
     triggered = prefect(
         server, "deployment", "run", "instruct/daily-refresh", "--params", params, cwd=tmp_path
