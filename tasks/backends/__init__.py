@@ -31,7 +31,17 @@ def _transformers(model: str) -> Backend:
     return TransformersBackend(model)
 
 
-BACKENDS: dict[str, Callable[[str], Backend]] = {"transformers": _transformers, "fake": _fake}
+def _openai(model: str) -> Backend:
+    from tasks.backends.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(model)
+
+
+BACKENDS: dict[str, Callable[[str], Backend]] = {
+    "transformers": _transformers,
+    "openai": _openai,
+    "fake": _fake,
+}
 
 _loaded: dict[tuple[str, str], Backend] = {}
 _lock = threading.Lock()

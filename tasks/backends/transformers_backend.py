@@ -13,9 +13,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tasks.backends.base import Generation, GenerationParams, Prompt
+from tasks.backends.decode import supports
 from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
+from tasks.backends.engine import Engine, Request
+from tasks.backends.sampling import RowSampler
 
 # End-of-turn tokens of common chat-template families; whichever the vocabulary has also stops.
+# Sequences decoding together on the engine; measured in bench/generation.py (README, "Speed").
+DEFAULT_SLOTS = 64
+
 _END_OF_TURN = ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>"]
 
 
@@ -85,9 +91,14 @@ def load_model(model: str, device: str | None = None):
 
 
 class TransformersBackend:
+    """Llama-family models (SmolLM, Llama, Mistral, Qwen2) decode on the continuous-batching engine;
+    any other architecture goes through `generate` in length-sorted batches."""
+
     name = "transformers"
 
-    def __init__(self, model: str, batch_size: int = 32, device: str | None = None) -> None:
+    def __init__(
+        self, model: str, batch_size: int = DEFAULT_SLOTS, device: str | None = None, engine: bool = True
+    ) -> None:
         self.model_id = model
         self.tokenizer, self.model = load_model(model, device)
         self.device = self.model.device
@@ -96,8 +107,12 @@ class TransformersBackend:
         vocab = self.tokenizer.get_vocab()
         eos = {self.tokenizer.eos_token_id} | {vocab[t] for t in _END_OF_TURN if t in vocab}
         self.eos_ids = sorted(i for i in eos if i is not None)
-        # One model, one generation at a time: concurrent Prefect tasks queue here instead of
-        # fighting over the same cores.
+        self.engine = None
+        if engine and supports(self.model):
+            refill = max(1, batch_size // 8)
+            self.engine = Engine(self.model, self.tokenizer, self.eos_ids, batch_size, refill)
+        # One `generate` at a time on the fallback path: concurrent Prefect tasks queue here
+        # instead of fighting over the same cores.
         self._lock = threading.Lock()
 
     def render(self, prompt: Prompt) -> str:
@@ -114,14 +129,42 @@ class TransformersBackend:
         for i in set(range(len(prompts))) - set(fits):
             results[i] = Generation("", "prompt_too_long", len(ids[i]), 0)
         order = sorted(fits, key=lambda i: len(ids[i]), reverse=True)
-        with self._lock:
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], params)):
-                    results[i] = gen
+        if self.engine is not None:
+            outputs = self._generate_engine([ids[i] for i in order], params)
+        else:
+            outputs = self._generate_batched([ids[i] for i in order], params)
+        for i, gen in zip(order, outputs):
+            results[i] = gen
         return results  # type: ignore[return-value]
 
-    def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
+    def _generate_engine(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
+        requests = [
+            Request(seq, params.max_new_tokens, RowSampler.create(params, seq), params.stop) for seq in batch
+        ]
+        gens = []
+        for seq, future in zip(batch, self.engine.submit(requests)):
+            tokens, stopped = future.result()
+            gens.append(self._finish(seq, tokens, stopped, params))
+        return gens
+
+    def _finish(self, prompt: list[int], tokens: list[int], ended: bool, params: GenerationParams):
+        """The Generation for `tokens` (no end-of-turn token in them): decoded, cut at the first
+        stop string, with why it ended."""
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        for stop in params.stop:
+            if stop in text:
+                text, ended = text.split(stop, 1)[0], True
+        finish = "stop" if ended or len(tokens) < params.max_new_tokens else "length"
+        return Generation(text.strip(), finish, len(prompt), len(tokens))
+
+    def _generate_batched(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
+        with self._lock:
+            gens = []
+            for start in range(0, len(batch), self.batch_size):
+                gens += self._generate_hf(batch[start : start + self.batch_size], params)
+            return gens
+
+    def _generate_hf(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
         import torch
 
         enc = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
@@ -146,11 +189,5 @@ class TransformersBackend:
         for row, prompt in zip(new, batch):
             tokens = [t for t in row.tolist() if t != self.tokenizer.pad_token_id]
             ended = bool(tokens) and tokens[-1] in self.eos_ids
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            stopped = False
-            for stop in params.stop:
-                if stop in text:
-                    text, stopped = text.split(stop, 1)[0], True
-            finish = "stop" if ended or stopped or len(tokens) < params.max_new_tokens else "length"
-            gens.append(Generation(text.strip(), finish, len(prompt), len(tokens)))
+            gens.append(self._finish(prompt, tokens[:-1] if ended else tokens, ended, params))
         return gens
