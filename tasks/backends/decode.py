@@ -40,6 +40,13 @@ class SlotCache:
         self.k = torch.zeros(shape, dtype=model.dtype, device=model.device)
         self.v = torch.zeros_like(self.k)
 
+    @staticmethod
+    def bytes_per_token(model) -> int:
+        config = model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        width = config.num_hidden_layers * config.num_key_value_heads * head_dim
+        return 2 * width * torch.finfo(model.dtype).bits // 8
+
     @property
     def length(self) -> int:
         return self.k.shape[3]

@@ -9,7 +9,9 @@ first). Memory is bounded by the slot cache, whatever the number of rows.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -20,6 +22,20 @@ from tasks.backends.decode import SlotCache, SlotModel
 from tasks.backends.sampling import RowSampler, choose
 
 _ALIGN = 128  # cache length grows in steps of this many tokens
+# First allocation: a prompt plus a 256-token response fits, so the cache rarely has to grow (a
+# grow zero-fills a new cache of up to a few GB: seconds).
+_FIRST_LENGTH = 512
+_RECHECK_S = 20.0  # how often the thread count is measured again (other processes come and go)
+
+
+def cache_budget(device: torch.device) -> float:
+    """Bytes the KV cache may take: `INSTRUCTFORGE_KV_CACHE_GB`, else 3 GB on CPU and 40% of the
+    free memory on a GPU."""
+    if os.environ.get("INSTRUCTFORGE_KV_CACHE_GB"):
+        return float(os.environ["INSTRUCTFORGE_KV_CACHE_GB"]) * 2**30
+    if device.type == "cuda":
+        return 0.4 * torch.cuda.mem_get_info(device)[0]
+    return 3 * 2**30
 
 
 @dataclass
@@ -48,6 +64,9 @@ class Engine:
         self.running: list[Request] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self.max_threads = torch.get_num_threads()
+        self._fixed_threads = os.environ.get("INSTRUCTFORGE_THREADS")
+        self._checked = 0.0
 
     def submit(self, requests: list[Request]) -> list[Future]:
         with self._wake:
@@ -85,6 +104,8 @@ class Engine:
                 tokens, lengths, seen = self._admit(free, tokens, lengths, seen)
             if not self.running:
                 return
+            if time.monotonic() - self._checked > _RECHECK_S:
+                self._right_size_threads(len(self.running))
             logits = self.net.decode(self.cache, tokens, lengths)
             lengths = lengths + 1
             chosen = choose(logits, [r.sampler for r in self.running], seen)
@@ -111,6 +132,28 @@ class Engine:
         lengths = plen if lengths is None else torch.cat([lengths, plen])
         return self._advance(tokens.tolist(), lengths, seen, start=first)
 
+    def _right_size_threads(self, rows: int) -> None:
+        """Use as many threads as make a decode-shaped matmul fastest right now. On cores shared
+        with other processes, every parallel op waits for its slowest thread: a decode step ran 5-10x
+        slower on 2 threads than on 1 here under load, and about 1.8x faster when the machine was
+        quiet. `INSTRUCTFORGE_THREADS` fixes the count instead."""
+        self._checked = time.monotonic()
+        if self._fixed_threads or self.device.type != "cpu" or self.max_threads == 1:
+            torch.set_num_threads(int(self._fixed_threads or self.max_threads))
+            return
+        weight = self.net.body.layers[0].mlp.up_proj.weight
+        x = torch.randn(rows, weight.shape[1], dtype=weight.dtype)
+        best = {}
+        for threads in (1, self.max_threads):
+            torch.set_num_threads(threads)
+            times = []
+            for _ in range(6):
+                start = time.perf_counter()
+                x @ weight.T
+                times.append(time.perf_counter() - start)
+            best[threads] = min(times[1:])
+        torch.set_num_threads(min(best, key=best.get))
+
     def _penalized(self, requests: list[Request]) -> bool:
         return any(r.sampler.repetition_penalty != 1.0 for r in [*self.running, *requests])
 
@@ -123,6 +166,12 @@ class Engine:
     def _ensure_cache(self, need: int) -> None:
         length = -(-need // _ALIGN) * _ALIGN
         if self.cache is None:
+            length = max(length, _FIRST_LENGTH)
+            # Fewer slots when the model's cache per sequence is large (a 1.7B model without
+            # grouped-query attention needs ~0.4 GB per 2k-token sequence in bf16).
+            per_slot = SlotCache.bytes_per_token(self.net.lm) * length
+            self.slots = max(1, min(self.slots, int(cache_budget(self.device) // per_slot)))
+            self.refill = min(self.refill, self.slots)
             self.cache = SlotCache(self.net.lm, self.slots, length)
         elif self.cache.length < need:
             self.cache.grow(length)

@@ -1,7 +1,9 @@
 """Local generation with Hugging Face transformers: the embedded model, a local directory or a Hub id.
 
-Prompts are batched (sorted by length so padding stays small), left-padded, rendered with the
-model's chat template, and stopped at the end-of-turn token or any stop string.
+Prompts are rendered with the model's chat template and stopped at the end-of-turn token or any
+stop string. Llama-family models decode on the continuous-batching engine (tasks/backends/engine.py:
+a slot KV cache, finished rows replaced at once, calls from concurrent tasks merged into one batch);
+other architectures go through `generate` in length-sorted, left-padded batches.
 """
 
 from __future__ import annotations
