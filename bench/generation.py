@@ -101,7 +101,8 @@ def main() -> None:
 
     backend = get_backend("transformers", args.model)
     if args.slots:
-        backend.engine.slots, backend.engine.refill = args.slots, max(1, args.slots // 8)
+        backend.engine.slots = backend.engine.max_slots = args.slots
+        backend.engine.refill = max(1, args.slots // 8)
     prompts = bench_prompts(args.prompts)
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     params_count = sum(p.numel() for p in backend.model.parameters())  # tied weights count once

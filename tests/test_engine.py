@@ -76,3 +76,17 @@ def test_too_long_prompts_are_reported_not_generated(small):
     gens = small.generate([huge, PROMPTS[0]], params)
     assert gens[0].finish_reason == "prompt_too_long" and gens[0].text == ""
     assert gens[1].text
+
+
+def test_a_longer_request_shrinks_the_slot_count_to_stay_in_the_memory_budget(monkeypatch):
+    # 50 MB holds 2 slots of 512 tokens of this model's cache, but only 1 slot of 768.
+    monkeypatch.setenv("INSTRUCTFORGE_KV_CACHE_GB", str(50 / 1024))
+    backend = TransformersBackend(EMBEDDED_MODEL, batch_size=2)
+    params = GenerationParams(max_new_tokens=8, temperature=0.0)
+    short = backend.generate(PROMPTS[:2], params)
+    assert backend.engine.slots == 2
+    long_prompt = "Summarize: " + "the tide rises and falls twice a day. " * 70
+    gens = backend.generate([long_prompt, *PROMPTS[:2]], params)
+    assert backend.engine.slots == 1 and backend.engine.cache.length >= 600
+    assert [g.text for g in gens[1:]] == [g.text for g in short]
+    assert gens[0].prompt_tokens > 512 and gens[0].text

@@ -56,7 +56,8 @@ class Engine:
         self.net = SlotModel(model)
         self.tokenizer = tokenizer
         self.eos = set(eos_ids)
-        self.slots, self.refill = slots, max(1, refill)
+        self.slots = self.max_slots = slots
+        self.refill = max(1, refill)
         self.vocab = model.config.vocab_size
         self.device = model.device
         self.cache: SlotCache | None = None
@@ -100,7 +101,7 @@ class Engine:
         tokens = lengths = seen = None
         while True:
             free = self.slots - len(self.running)
-            if self.waiting and (free >= self.refill or not self.running):
+            if self.waiting and (free >= min(self.refill, self.slots) or not self.running):
                 tokens, lengths, seen = self._admit(free, tokens, lengths, seen)
             if not self.running:
                 return
@@ -114,8 +115,14 @@ class Engine:
     def _admit(self, free, tokens, lengths, seen):
         with self._wake:
             group = [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
-        need = max(len(r.prompt) + r.max_new_tokens for r in group)
-        self._ensure_cache(need)
+        room = self._make_room(max(len(r.prompt) + r.max_new_tokens for r in group))
+        keep = self.slots - len(self.running) if room else 0
+        if keep < len(group):  # a longer request needs a bigger cache: it waits at the front
+            with self._wake:
+                self.waiting.extendleft(reversed(group[keep:]))
+            group = group[:keep]
+        if not group:
+            return tokens, lengths, seen
         first, width = len(self.running), max(len(r.prompt) for r in group)
         ids = torch.zeros(len(group), width, dtype=torch.long)
         for i, r in enumerate(group):
@@ -163,18 +170,23 @@ class Engine:
             seen[i, r.prompt + r.tokens] = True
         return seen
 
-    def _ensure_cache(self, need: int) -> None:
-        length = -(-need // _ALIGN) * _ALIGN
-        if self.cache is None:
-            length = max(length, _FIRST_LENGTH)
-            # Fewer slots when the model's cache per sequence is large (a 1.7B model without
-            # grouped-query attention needs ~0.4 GB per 2k-token sequence in bf16).
-            per_slot = SlotCache.bytes_per_token(self.net.lm) * length
-            self.slots = max(1, min(self.slots, int(cache_budget(self.device) // per_slot)))
-            self.refill = min(self.refill, self.slots)
-            self.cache = SlotCache(self.net.lm, self.slots, length)
-        elif self.cache.length < need:
+    def _make_room(self, need: int) -> bool:
+        """A cache of at least `need` tokens per slot within the memory budget: grown in place when
+        that fits, else reallocated with fewer slots once the running sequences have finished
+        (returns False until then: the caller waits). The slot count is budget // slot size."""
+        if self.cache is not None and self.cache.length >= need:
+            return True
+        length = max(-(-need // _ALIGN) * _ALIGN, _FIRST_LENGTH)
+        per_token, budget = SlotCache.bytes_per_token(self.net.lm), cache_budget(self.device)
+        if self.cache is not None and self.running:
+            if self.cache.slots * length * per_token > budget:
+                return False
             self.cache.grow(length)
+            return True
+        self.cache = None  # release the old cache before allocating the new one
+        self.slots = max(1, min(self.max_slots, int(budget // (per_token * length))))
+        self.cache = SlotCache(self.net.lm, self.slots, length)
+        return True
 
     def _advance(self, chosen: list[int], lengths, seen, start: int = 0):
         """Append each running row's new token (rows before `start` were advanced already);

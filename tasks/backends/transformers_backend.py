@@ -99,8 +99,9 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(
-        self, model: str, batch_size: int = DEFAULT_SLOTS, device: str | None = None, engine: bool = True
+        self, model: str, batch_size: int | None = None, device: str | None = None, engine: bool = True
     ) -> None:
+        batch_size = batch_size or int(os.environ.get("INSTRUCTFORGE_SLOTS", DEFAULT_SLOTS))
         self.model_id = model
         self.tokenizer, self.model = load_model(model, device)
         self.device = self.model.device
