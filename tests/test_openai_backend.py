@@ -138,6 +138,11 @@ def test_model_id_names_the_server_and_the_model(monkeypatch, model, env, expect
     assert parse_model_id(model) == expected
 
 
+def test_an_unreachable_server_is_a_clear_error():
+    with pytest.raises(ValueError, match="Cannot reach an OpenAI-compatible server"):
+        OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1#tiny")
+
+
 def test_a_model_id_without_a_url_scheme_is_rejected():
     with pytest.raises(ValueError, match="http://host:port/v1#model-name"):
         parse_model_id("gpu-box:8000#model")

@@ -98,6 +98,17 @@ class OpenAIBackend:
             limits=httpx.Limits(max_connections=self.concurrency),
         )
         self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai")
+        self._check_reachable()
+
+    def _check_reachable(self) -> None:
+        """Fail before the first batch when nothing answers at the URL (a wrong host or port)."""
+        try:
+            self.client.get("/models", timeout=10.0)
+        except httpx.TransportError as err:
+            raise ValueError(
+                f"Cannot reach an OpenAI-compatible server at {self.base_url} ({type(err).__name__}: "
+                f"{err}). Start the server, or fix the URL in --model or OPENAI_BASE_URL."
+            ) from None
 
     def generate(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:
         return list(self.pool.map(lambda p: self._complete(p, params), prompts))
