@@ -8,13 +8,13 @@ import tasks  # noqa: F401  (first: sets Prefect's defaults before prefect is im
 
 # isort: split
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from tasks.backends import GenerationParams, get_backend
+from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
 from tasks.dataset import check_output_dir
@@ -73,7 +73,7 @@ def generate(
     response_template: str = "respond.jinja",
     num_generations: Positive = 1,
     model: str = EMBEDDED_MODEL,
-    backend: Literal["transformers", "fake"] = "transformers",
+    backend: BackendId = "transformers",
     temperature: Annotated[float, Field(ge=0)] = 0.7,
     response_temperature: Annotated[float, Field(ge=0)] = 0.3,
     max_new_tokens: Positive = 256,

@@ -14,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
 from tasks.artifacts import Progress
-from tasks.backends import GenerationParams, get_backend
+from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
 from tasks.dataset import check_output_dir
@@ -61,7 +61,7 @@ def instruct(
     num_evolutions: Annotated[int, Field(ge=0)] = 1,
     mutations: tuple[Mutation, ...] = MUTATIONS,
     model: str = EMBEDDED_MODEL,
-    backend: Literal["transformers", "fake"] = "transformers",
+    backend: BackendId = "transformers",
     temperature: Annotated[float, Field(ge=0)] = 0.7,
     response_temperature: Annotated[float, Field(ge=0)] = 0.3,
     max_new_tokens: Positive = 256,
@@ -83,8 +83,10 @@ def instruct(
         num_instructions: User queries to write per seed passage (SelfInstruct).
         num_evolutions: Rounds of EvolInstruct rewriting applied to every query (0 skips it).
         mutations: Evolutions to choose from each round (five in-depth, one in-breadth).
-        model: Model id: the embedded default, a local model directory, or a Hub id.
-        backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
+        model: Model id: the embedded default, a local model directory, or a Hub id; for the
+            openai backend, the served model name or `http://host:port/v1#name`.
+        backend: `transformers` runs the model locally; `openai` calls an OpenAI-compatible
+            server (vLLM, TGI, llama.cpp, Ollama); `fake` is a deterministic stand-in.
         temperature: Sampling temperature for writing and evolving instructions.
         response_temperature: Sampling temperature for responses (0 is greedy).
         max_new_tokens: Longest response, in tokens.

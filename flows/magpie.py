@@ -8,13 +8,13 @@ import tasks  # noqa: F401  (first: sets Prefect's defaults before prefect is im
 
 # isort: split
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from tasks.backends import GenerationParams, get_backend
+from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
 from tasks.chat_templates import ChatTemplate, chat_template_for
@@ -65,7 +65,7 @@ def magpie(
     system_prompt: SystemPrompt = None,
     chat_template: str | None = None,
     model: str = EMBEDDED_MODEL,
-    backend: Literal["transformers", "fake"] = "transformers",
+    backend: BackendId = "transformers",
     temperature: Annotated[float, Field(ge=0)] = 1.0,
     response_temperature: Annotated[float, Field(ge=0)] = 0.0,
     max_instruction_tokens: Positive = 128,

@@ -15,6 +15,7 @@ from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
 from tasks.dataset import OutputDirError
+from tasks.runners import with_task_runner
 from tasks.seeds import SeedError
 
 _TYPES = {"integer": int, "number": float, "string": str}
@@ -58,6 +59,11 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
                 type=_TYPES.get(kind.get("type"), str),
                 help=help_text,
             )
+    scale = parser.add_argument_group("where tasks run (default: threads in this process)")
+    scale.add_argument("--dask-address", help="Run the tasks on the Dask cluster at this scheduler address.")
+    scale.add_argument(
+        "--dask-workers", type=int, help="Run the tasks on a new local Dask cluster of N workers."
+    )
     return parser
 
 
@@ -95,7 +101,9 @@ def main(
     """Parse flags, validate them and run `preflight` (the flow's input checks) before the flow
     starts, so bad input ends with one clear line instead of a failed run's traceback."""
     args = vars(build_parser(flow).parse_args(argv))
+    runner = {k: args.pop(k) for k in ("dask_address", "dask_workers") if k in args}
     try:
+        flow = with_task_runner(flow, **runner)
         params = {**_defaults(flow), **flow.validate_parameters(args)}
         if preflight:
             wanted = inspect.signature(preflight).parameters

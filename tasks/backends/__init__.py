@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Literal
 
 from tasks.backends.base import Backend, Generation, GenerationParams, Message, Prompt
 
@@ -31,7 +32,20 @@ def _transformers(model: str) -> Backend:
     return TransformersBackend(model)
 
 
-BACKENDS: dict[str, Callable[[str], Backend]] = {"transformers": _transformers, "fake": _fake}
+def _openai(model: str) -> Backend:
+    from tasks.backends.openai_backend import OpenAIBackend
+
+    return OpenAIBackend(model)
+
+
+BACKENDS: dict[str, Callable[[str], Backend]] = {
+    "transformers": _transformers,
+    "openai": _openai,
+    "fake": _fake,
+}
+
+# The ids flows accept (their `--backend` choices); keep in step with BACKENDS.
+BackendId = Literal["transformers", "openai", "fake"]
 
 _loaded: dict[tuple[str, str], Backend] = {}
 _lock = threading.Lock()

@@ -1,7 +1,9 @@
 """Local generation with Hugging Face transformers: the embedded model, a local directory or a Hub id.
 
-Prompts are batched (sorted by length so padding stays small), left-padded, rendered with the
-model's chat template, and stopped at the end-of-turn token or any stop string.
+Prompts are rendered with the model's chat template and stopped at the end-of-turn token or any
+stop string. Llama-family models decode on the continuous-batching engine (tasks/backends/engine.py:
+a slot KV cache, finished rows replaced at once, calls from concurrent tasks merged into one batch);
+other architectures go through `generate` in length-sorted, left-padded batches.
 """
 
 from __future__ import annotations
@@ -9,13 +11,20 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from tasks.backends.base import Generation, GenerationParams, Prompt
+from tasks.backends.decode import supports
 from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
+from tasks.backends.engine import Engine, Request
+from tasks.backends.sampling import RowSampler
 
 # End-of-turn tokens of common chat-template families; whichever the vocabulary has also stops.
+# Sequences decoding together on the engine; measured in bench/generation.py (README, "Speed").
+DEFAULT_SLOTS = 64
+
 _END_OF_TURN = ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>"]
 
 
@@ -94,9 +103,15 @@ def load_model(model: str, device: str | None = None):
 
 
 class TransformersBackend:
+    """Llama-family models (SmolLM, Llama, Mistral, Qwen2) decode on the continuous-batching engine;
+    any other architecture goes through `generate` in length-sorted batches."""
+
     name = "transformers"
 
-    def __init__(self, model: str, batch_size: int = 32, device: str | None = None) -> None:
+    def __init__(
+        self, model: str, batch_size: int | None = None, device: str | None = None, engine: bool = True
+    ) -> None:
+        batch_size = batch_size or int(os.environ.get("INSTRUCTFORGE_SLOTS", DEFAULT_SLOTS))
         self.model_id = model
         self.tokenizer, self.model = load_model(model, device)
         self.device = self.model.device
@@ -105,8 +120,12 @@ class TransformersBackend:
         vocab = self.tokenizer.get_vocab()
         eos = {self.tokenizer.eos_token_id} | {vocab[t] for t in _END_OF_TURN if t in vocab}
         self.eos_ids = sorted(i for i in eos if i is not None)
-        # One model, one generation at a time: concurrent Prefect tasks queue here instead of
-        # fighting over the same cores.
+        self.engine = None
+        if engine and supports(self.model):
+            refill = max(1, batch_size // 8)
+            self.engine = Engine(self.model, self.tokenizer, self.eos_ids, batch_size, refill)
+        # One `generate` at a time on the fallback path: concurrent Prefect tasks queue here
+        # instead of fighting over the same cores.
         self._lock = threading.Lock()
 
     def render(self, prompt: Prompt) -> str:
@@ -123,17 +142,50 @@ class TransformersBackend:
         for i in set(range(len(prompts))) - set(fits):
             results[i] = Generation("", "prompt_too_long", len(ids[i]), 0)
         order = sorted(fits, key=lambda i: len(ids[i]), reverse=True)
+        if self.engine is not None:
+            outputs = self._generate_engine([ids[i] for i in order], params)
+        else:
+            outputs = self._generate_batched([ids[i] for i in order], params)
+        for i, gen in zip(order, outputs):
+            results[i] = gen
+        return results  # type: ignore[return-value]
+
+    def _generate_engine(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
+        # subtle: copies of one prompt in a call (Magpie sends its pre-query prompt many times) each
+        # get their own random stream, or sampling would repeat one text.
+        copies: Counter[tuple[int, ...]] = Counter()
+        requests = []
+        for seq in batch:
+            copies[tuple(seq)] += 1
+            sampler = RowSampler.create(params, seq, copy=copies[tuple(seq)] - 1)
+            requests.append(Request(seq, params.max_new_tokens, sampler, params.stop))
+        gens = []
+        for seq, future in zip(batch, self.engine.submit(requests)):
+            tokens, stopped = future.result()
+            gens.append(self._finish(seq, tokens, stopped, params))
+        return gens
+
+    def _finish(self, prompt: list[int], tokens: list[int], ended: bool, params: GenerationParams):
+        """The Generation for `tokens` (no end-of-turn token in them): decoded, cut at the first
+        stop string, with why it ended."""
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        for stop in params.stop:
+            if stop in text:
+                text, ended = text.split(stop, 1)[0], True
+        finish = "stop" if ended or len(tokens) < params.max_new_tokens else "length"
+        return Generation(text.strip(), finish, len(prompt), len(tokens))
+
+    def _generate_batched(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
         with self._lock:
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
+            gens = []
+            for start in range(0, len(batch), self.batch_size):
                 # subtle: one seed per sub-batch, or sub-batches of one repeated prompt (Magpie)
                 # would sample identical texts.
                 sub = params.model_copy(update={"seed": params.seed + start})
-                for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], sub)):
-                    results[i] = gen
-        return results  # type: ignore[return-value]
+                gens += self._generate_hf(batch[start : start + self.batch_size], sub)
+            return gens
 
-    def _generate_batch(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
+    def _generate_hf(self, batch: list[list[int]], params: GenerationParams) -> list[Generation]:
         import torch
 
         enc = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
@@ -158,11 +210,5 @@ class TransformersBackend:
         for row, prompt in zip(new, batch):
             tokens = [t for t in row.tolist() if t != self.tokenizer.pad_token_id]
             ended = bool(tokens) and tokens[-1] in self.eos_ids
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            stopped = False
-            for stop in params.stop:
-                if stop in text:
-                    text, stopped = text.split(stop, 1)[0], True
-            finish = "stop" if ended or stopped or len(tokens) < params.max_new_tokens else "length"
-            gens.append(Generation(text.strip(), finish, len(prompt), len(tokens)))
+            gens.append(self._finish(prompt, tokens[:-1] if ended else tokens, ended, params))
         return gens

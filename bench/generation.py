@@ -1,0 +1,161 @@
+"""Generation speed on this machine, measured in one process so the numbers compare as ratios.
+
+    python bench/generation.py            # or: make bench
+    python bench/generation.py --prompts 16 --max-new-tokens 64    # a quick look
+
+It prints, for a fixed prompt set (instructions built from the shipped seed passages, rendered as
+the response step renders them; greedy; up to --max-new-tokens each):
+1. the fp32 matmul peak of this CPU and the compute ceiling it implies, in generated tokens/s
+   (a token costs about 2 x parameters FLOPs);
+2. the naive baseline: one prompt at a time through `model.generate` (what distilabel's
+   TransformersLLM does), on the first --naive-prompts prompts (its rate does not depend on how
+   many), at 1 thread and at torch's default, keeping the faster;
+3. our backend on all prompts, and whether its outputs equal the baseline's on the shared prompts;
+4. Prefect's overhead on a --flow-rows-row response run: the flow's wall time minus the time spent
+   inside the backend, with a zero-cost backend, as a share of that plus the time our backend needs
+   to generate those rows (an upper bound: with a real model, bookkeeping overlaps generation);
+5. peak RSS.
+The last line is one JSON object, for comparing runs over time.
+"""
+
+import os
+
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # task-run chatter would bury the table
+
+import tasks  # noqa: E402, F401  (first: Prefect defaults before prefect is imported)
+
+# isort: split
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from prefect_overhead import prefect_overhead  # noqa: E402
+from prompt_set import bench_prompts  # noqa: E402
+
+from tasks.backends import GenerationParams, get_backend  # noqa: E402
+from tasks.backends.embedded import EMBEDDED_MODEL  # noqa: E402
+
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def thread_counts() -> list[int]:
+    return sorted({1, DEFAULT_THREADS})
+
+
+def matmul_peak(size: int = 1536, seconds: float = 2.0) -> float:
+    """Best fp32 GFLOP/s of square matmuls over a few seconds at each thread count (the best run is
+    the least disturbed by other processes)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = 0.0
+    for threads in thread_counts():
+        torch.set_num_threads(threads)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            a @ b
+            best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    torch.set_num_threads(DEFAULT_THREADS)
+    return best
+
+
+def naive(backend, prompts, params) -> tuple[float, list[str]]:
+    """Tokens/s and texts of one prompt at a time through `generate` (no engine), at the better of
+    1 thread and torch's default (distilabel gets the default; on shared cores 1 can be faster)."""
+    rates = []
+    for threads in thread_counts():
+        torch.set_num_threads(threads)
+        tokens, texts, start = 0, [], time.perf_counter()
+        for prompt in prompts:
+            ids = backend.tokenizer(backend.render(prompt), add_special_tokens=False)["input_ids"]
+            [gen] = backend._generate_hf([ids], params)
+            tokens, texts = tokens + gen.completion_tokens, [*texts, gen.text]
+        rates.append(tokens / (time.perf_counter() - start))
+        print(f"naive, {threads} thread(s)  {rates[-1]:8.1f} tok/s  ({len(prompts)} prompts)")
+    torch.set_num_threads(DEFAULT_THREADS)
+    return max(rates), texts
+
+
+def ours(backend, prompts, params) -> tuple[float, float, list[str]]:
+    start = time.perf_counter()
+    gens = backend.generate(prompts, params)
+    elapsed = time.perf_counter() - start
+    return sum(g.completion_tokens for g in gens) / elapsed, len(gens) / elapsed, [g.text for g in gens]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=EMBEDDED_MODEL)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--naive-prompts", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--slots", type=int, default=None, help="engine slots (default: the backend's)")
+    parser.add_argument("--flow-rows", type=int, default=1000)
+    args = parser.parse_args()
+
+    backend = get_backend("transformers", args.model)
+    if args.slots:
+        backend.engine.slots = backend.engine.max_slots = args.slots
+        backend.engine.refill = max(1, args.slots // 8)
+    prompts = bench_prompts(args.prompts)
+    params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    params_count = sum(p.numel() for p in backend.model.parameters())  # tied weights count once
+    flops_per_token = 2 * params_count
+
+    peak = matmul_peak()
+    ceiling = peak * 1e9 / flops_per_token
+    print(f"threads {torch.get_num_threads()}; model {args.model}: {params_count / 1e6:.0f}M parameters")
+    print(f"fp32 matmul peak      {peak:8.1f} GFLOP/s -> ceiling {ceiling:7.1f} tok/s")
+    backend.generate(prompts[:2], params.model_copy(update={"max_new_tokens": 4}))  # warm up, allocate
+    naive_tok_s, naive_texts = naive(backend, prompts[: args.naive_prompts], params)
+    print(f"naive (1 at a time)   {naive_tok_s:8.1f} tok/s  (the better thread count)")
+    ours_tok_s, rows_s, texts = ours(backend, prompts, params)
+    same = sum(a == b for a, b in zip(naive_texts, texts))
+    print(
+        f"ours ({backend.engine.slots if backend.engine else backend.batch_size} slots)       "
+        f"{ours_tok_s:8.1f} tok/s  {rows_s:.2f} rows/s  ({len(prompts)} prompts)"
+    )
+    print(
+        f"  = {ours_tok_s / naive_tok_s:.1f}x naive, {ours_tok_s / ceiling:.0%} of the ceiling; "
+        f"outputs equal to naive on {same}/{len(naive_texts)} prompts"
+    )
+    gen_s = args.flow_rows / rows_s
+    with tempfile.TemporaryDirectory() as tmp:
+        overhead_s = prefect_overhead(args.flow_rows, Path(tmp))
+    share = overhead_s / (overhead_s + gen_s)
+    print(
+        f"prefect overhead      {overhead_s:8.1f} s on {args.flow_rows} rows = {share:.1%} of a "
+        f"{overhead_s + gen_s:.0f} s run"
+    )
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS              {rss:8.0f} MB")
+    print(
+        json.dumps(
+            {
+                "ceiling_tok_s": round(ceiling, 1),
+                "matmul_gflops": round(peak, 1),
+                "naive_tok_s": round(naive_tok_s, 2),
+                "ours_tok_s": round(ours_tok_s, 1),
+                "ours_rows_s": round(rows_s, 3),
+                "speedup_vs_naive": round(ours_tok_s / naive_tok_s, 2),
+                "fraction_of_ceiling": round(ours_tok_s / ceiling, 3),
+                "outputs_equal_naive": f"{same}/{len(naive_texts)}",
+                "prefect_overhead": round(share, 4),
+                "prefect_overhead_s": round(overhead_s, 2),
+                "peak_rss_mb": round(rss),
+                "prompts": len(prompts),
+                "max_new_tokens": args.max_new_tokens,
+                "threads": DEFAULT_THREADS,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""A Llama-family forward pass over a preallocated, slot-indexed KV cache: the kernel of continuous
+batching (Yu et al., 2022, *Orca: A Distributed Serving System for Transformer-Based Generative
+Models*, OSDI; the slot cache is vLLM's idea without the paging).
+
+Each running sequence owns one slot of the cache, its tokens stored from position 0, so sequences
+of different lengths decode side by side with no left padding and a finished one can be replaced
+at once. Running slots are kept at the front (`[0, n)`), so every step works on contiguous views.
+The model's own modules (embeddings, norms, projections, MLP, rotary embedding, lm_head) do all the
+work except attention and the cache, so outputs follow the checkpoint's exact code and weights.
+
+Why not `generate`: its growing cache copies every layer's keys and values on every step, rows that
+finished keep being computed until the whole batch ends, and the full-vocabulary head runs on every
+prompt position during prefill. Here a step writes one position per row in place.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Architectures whose decoder layer is exactly: norm -> q/k/v (+bias) -> RoPE -> attention -> o_proj
+# -> residual -> norm -> MLP -> residual, with full (not sliding-window) attention.
+SUPPORTED = frozenset({"llama", "mistral", "qwen2"})
+
+
+def supports(model) -> bool:
+    config = model.config
+    if config.model_type not in SUPPORTED:
+        return False
+    return not (getattr(config, "use_sliding_window", False) or getattr(config, "sliding_window", None))
+
+
+class SlotCache:
+    """Keys and values for `slots` sequences of up to `length` tokens, per layer."""
+
+    def __init__(self, model, slots: int, length: int) -> None:
+        config = model.config
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        shape = (config.num_hidden_layers, slots, config.num_key_value_heads, length, self.head_dim)
+        self.k = torch.zeros(shape, dtype=model.dtype, device=model.device)
+        self.v = torch.zeros_like(self.k)
+
+    @staticmethod
+    def bytes_per_token(model) -> int:
+        config = model.config
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        width = config.num_hidden_layers * config.num_key_value_heads * head_dim
+        return 2 * width * torch.finfo(model.dtype).bits // 8
+
+    @property
+    def length(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def slots(self) -> int:
+        return self.k.shape[1]
+
+    def grow(self, length: int) -> None:
+        """Longer slots, keeping what is stored (rare: only when a longer request arrives)."""
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = old.new_zeros((*old.shape[:3], length, old.shape[4]))
+            new[:, :, :, : old.shape[3]] = old
+            setattr(self, name, new)
+
+    def move(self, src: int, dst: int, used: int) -> None:
+        """Copy slot `src`'s first `used` positions into slot `dst` (compacting after a finish)."""
+        self.k[:, dst, :, :used] = self.k[:, src, :, :used]
+        self.v[:, dst, :, :used] = self.v[:, src, :, :used]
+
+
+class SlotModel:
+    """Prefill and decode steps of a Llama-family `*ForCausalLM` on a `SlotCache`."""
+
+    def __init__(self, model) -> None:
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        self.lm = model
+        self.body = model.model
+        config = model.config
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.rope = apply_rotary_pos_emb
+
+    def _layers(self, x, positions, attend):
+        """Run every decoder layer; `attend(layer_index, q, k, v)` returns the attention output."""
+        batch, steps, _ = x.shape
+        cos, sin = self.body.rotary_emb(x, positions)
+        for index, layer in enumerate(self.body.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(batch, steps, self.heads, -1).transpose(1, 2)
+            k = attn.k_proj(h).view(batch, steps, self.kv_heads, -1).transpose(1, 2)
+            v = attn.v_proj(h).view(batch, steps, self.kv_heads, -1).transpose(1, 2)
+            q, k = self.rope(q, k, cos, sin)
+            out = attend(index, q, k, v, attn.scaling)
+            x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, steps, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.body.norm(x)
+
+    def prefill(self, cache: SlotCache, first: int, ids: torch.Tensor, lengths: torch.Tensor):
+        """Prompts `ids` [B, T] (right-padded; true lengths `lengths`) into slots first..first+B-1;
+        returns the next-token logits [B, vocab], computed on each prompt's last position only."""
+        batch, steps = ids.shape
+        positions = torch.arange(steps, device=ids.device).expand(batch, steps)
+
+        def attend(index, q, k, v, scale):
+            cache.k[index, first : first + batch, :, :steps] = k
+            cache.v[index, first : first + batch, :, :steps] = v
+            # subtle: right padding sits after every real token, so the causal mask alone keeps it
+            # out of real positions; the garbage it leaves in the cache is masked or overwritten.
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
+
+        x = self._layers(self.body.embed_tokens(ids), positions, attend)
+        last = x[torch.arange(batch, device=ids.device), lengths - 1]
+        return self.lm.lm_head(last).float()
+
+    def decode(self, cache: SlotCache, tokens: torch.Tensor, lengths: torch.Tensor):
+        """One token for each of the first n slots: `tokens` [n] go to positions `lengths` [n];
+        returns logits [n, vocab]. The caller advances `lengths`."""
+        n = tokens.shape[0]
+        rows = torch.arange(n, device=tokens.device)
+        span = int(lengths.max()) + 1
+        mask = (torch.arange(span, device=tokens.device) <= lengths[:, None])[:, None, None, :]
+        groups = self.heads // self.kv_heads
+
+        def attend(index, q, k, v, scale):
+            cache.k[index, rows, :, lengths] = k[:, :, 0]
+            cache.v[index, rows, :, lengths] = v[:, :, 0]
+            keys, values = cache.k[index, :n, :, :span], cache.v[index, :n, :, :span]
+            # Grouped-query attention without repeating keys: the query heads sharing a key head
+            # become rows of one matrix product against that head's cache.
+            scores = q.reshape(n, self.kv_heads, groups, -1) @ keys.transpose(-1, -2) * scale
+            weights = scores.masked_fill_(~mask, float("-inf")).softmax(-1)
+            return (weights @ values).reshape(n, self.heads, 1, -1)
+
+        x = self._layers(self.body.embed_tokens(tokens[:, None]), lengths[:, None], attend)
+        return self.lm.lm_head(x[:, 0]).float()

@@ -1,0 +1,226 @@
+"""Continuous batching (Yu et al., 2022, *Orca*): one decode loop serves every caller at once.
+
+Requests from all concurrent `generate` calls (Prefect runs several batch tasks at a time) wait in
+one queue. The loop keeps up to `slots` sequences decoding together; when one ends, a waiting
+prompt takes its slot, so the batch stays full instead of shrinking while its longest row finishes.
+New prompts are prefilled in groups of similar length (each call's prompts are queued longest
+first). Memory is bounded by the slot cache, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from tasks.backends.decode import SlotCache, SlotModel
+from tasks.backends.sampling import RowSampler, choose
+
+_ALIGN = 128  # cache length grows in steps of this many tokens
+# First allocation: a prompt plus a 256-token response fits, so the cache rarely has to grow (a
+# grow zero-fills a new cache of up to a few GB: seconds).
+_FIRST_LENGTH = 512
+_RECHECK_S = 20.0  # how often the thread count is measured again (other processes come and go)
+
+
+def cache_budget(device: torch.device) -> float:
+    """Bytes the KV cache may take: `INSTRUCTFORGE_KV_CACHE_GB`, else 3 GB on CPU and 40% of the
+    free memory on a GPU."""
+    if os.environ.get("INSTRUCTFORGE_KV_CACHE_GB"):
+        return float(os.environ["INSTRUCTFORGE_KV_CACHE_GB"]) * 2**30
+    if device.type == "cuda":
+        return 0.4 * torch.cuda.mem_get_info(device)[0]
+    return 3 * 2**30
+
+
+@dataclass
+class Request:
+    prompt: list[int]
+    max_new_tokens: int
+    sampler: RowSampler
+    stops: tuple[str, ...]
+    future: Future = field(default_factory=Future)
+    tokens: list[int] = field(default_factory=list)
+    stopped: bool = False
+
+
+class Engine:
+    """Runs requests on a background thread; `submit` returns futures of (tokens, stopped)."""
+
+    def __init__(self, model, tokenizer, eos_ids: list[int], slots: int, refill: int) -> None:
+        self.net = SlotModel(model)
+        self.tokenizer = tokenizer
+        self.eos = set(eos_ids)
+        self.slots = self.max_slots = slots
+        self.refill = max(1, refill)
+        self.vocab = model.config.vocab_size
+        self.device = model.device
+        self.cache: SlotCache | None = None
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.max_threads = torch.get_num_threads()
+        self._fixed_threads = os.environ.get("INSTRUCTFORGE_THREADS")
+        self._checked = 0.0
+
+    def submit(self, requests: list[Request]) -> list[Future]:
+        with self._wake:
+            self.waiting.extend(requests)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="decode-engine", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return [r.future for r in requests]
+
+    def _serve(self) -> None:
+        while True:
+            with self._wake:
+                while not self.waiting and not self.running:
+                    self._wake.wait()
+            try:
+                with torch.inference_mode():
+                    self._run()
+            except BaseException as err:  # a backend failure fails every request in flight
+                for request in [*self.running, *self._drain()]:
+                    if not request.future.done():
+                        request.future.set_exception(err)
+                self.running = []
+
+    def _drain(self) -> list[Request]:
+        with self._wake:
+            drained, self.waiting = list(self.waiting), deque()
+        return drained
+
+    def _run(self) -> None:
+        tokens = lengths = seen = None
+        while True:
+            free = self.slots - len(self.running)
+            if self.waiting and (free >= min(self.refill, self.slots) or not self.running):
+                tokens, lengths, seen = self._admit(free, tokens, lengths, seen)
+            if not self.running:
+                return
+            if time.monotonic() - self._checked > _RECHECK_S:
+                self._right_size_threads(len(self.running))
+            logits = self.net.decode(self.cache, tokens, lengths)
+            lengths = lengths + 1
+            chosen = choose(logits, [r.sampler for r in self.running], seen)
+            tokens, lengths, seen = self._advance(chosen, lengths, seen)
+
+    def _admit(self, free, tokens, lengths, seen):
+        with self._wake:
+            group = [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
+        room = self._make_room(max(len(r.prompt) + r.max_new_tokens for r in group))
+        keep = self.slots - len(self.running) if room else 0
+        if keep < len(group):  # a longer request needs a bigger cache: it waits at the front
+            with self._wake:
+                self.waiting.extendleft(reversed(group[keep:]))
+            group = group[:keep]
+        if not group:
+            return tokens, lengths, seen
+        first, width = len(self.running), max(len(r.prompt) for r in group)
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        for i, r in enumerate(group):
+            ids[i, : len(r.prompt)] = torch.tensor(r.prompt)
+        plen = torch.tensor([len(r.prompt) for r in group], device=self.device)
+        logits = self.net.prefill(self.cache, first, ids.to(self.device), plen)
+        new_seen = self._seen(group) if seen is not None or self._penalized(group) else None
+        if new_seen is not None and seen is None:
+            seen = self._seen(self.running)
+        seen = None if new_seen is None else torch.cat([seen, new_seen])
+        chosen = choose(logits, [r.sampler for r in group], new_seen)
+        self.running.extend(group)
+        tokens = plen.new_tensor(chosen) if tokens is None else torch.cat([tokens, plen.new_tensor(chosen)])
+        lengths = plen if lengths is None else torch.cat([lengths, plen])
+        return self._advance(tokens.tolist(), lengths, seen, start=first)
+
+    def _right_size_threads(self, rows: int) -> None:
+        """Use as many threads as make a decode-shaped matmul fastest right now. On cores shared
+        with other processes, every parallel op waits for its slowest thread: a decode step ran 5-10x
+        slower on 2 threads than on 1 here under load, and about 1.8x faster when the machine was
+        quiet. `INSTRUCTFORGE_THREADS` fixes the count instead."""
+        self._checked = time.monotonic()
+        if self._fixed_threads or self.device.type != "cpu" or self.max_threads == 1:
+            torch.set_num_threads(int(self._fixed_threads or self.max_threads))
+            return
+        weight = self.net.body.layers[0].mlp.up_proj.weight
+        x = torch.randn(rows, weight.shape[1], dtype=weight.dtype)
+        best = {}
+        for threads in (1, self.max_threads):
+            torch.set_num_threads(threads)
+            times = []
+            for _ in range(6):
+                start = time.perf_counter()
+                x @ weight.T
+                times.append(time.perf_counter() - start)
+            best[threads] = min(times[1:])
+        torch.set_num_threads(min(best, key=best.get))
+
+    def _penalized(self, requests: list[Request]) -> bool:
+        return any(r.sampler.repetition_penalty != 1.0 for r in [*self.running, *requests])
+
+    def _seen(self, requests: list[Request]) -> torch.Tensor:
+        seen = torch.zeros(len(requests), self.vocab, dtype=torch.bool, device=self.device)
+        for i, r in enumerate(requests):
+            seen[i, r.prompt + r.tokens] = True
+        return seen
+
+    def _make_room(self, need: int) -> bool:
+        """A cache of at least `need` tokens per slot within the memory budget: grown in place when
+        that fits, else reallocated with fewer slots once the running sequences have finished
+        (returns False until then: the caller waits). The slot count is budget // slot size."""
+        if self.cache is not None and self.cache.length >= need:
+            return True
+        length = max(-(-need // _ALIGN) * _ALIGN, _FIRST_LENGTH)
+        per_token, budget = SlotCache.bytes_per_token(self.net.lm), cache_budget(self.device)
+        if self.cache is not None and self.running:
+            if self.cache.slots * length * per_token > budget:
+                return False
+            self.cache.grow(length)
+            return True
+        self.cache = None  # release the old cache before allocating the new one
+        self.slots = max(1, min(self.max_slots, int(budget // (per_token * length))))
+        self.cache = SlotCache(self.net.lm, self.slots, length)
+        return True
+
+    def _advance(self, chosen: list[int], lengths, seen, start: int = 0):
+        """Append each running row's new token (rows before `start` were advanced already);
+        finish rows that hit an end-of-turn token, a stop string or their token limit."""
+        done = []
+        for i in range(start, len(self.running)):
+            request, token = self.running[i], chosen[i]
+            if token in self.eos:
+                done.append(i)
+                continue
+            request.tokens.append(token)
+            if seen is not None:
+                seen[i, token] = True
+            if self._hit_stop(request) or len(request.tokens) >= request.max_new_tokens:
+                done.append(i)
+        tokens = lengths.new_tensor(chosen)
+        for i in reversed(done):  # highest first, so each move fills a slot still in use
+            last = len(self.running) - 1
+            self.running[i].future.set_result((self.running[i].tokens, self.running[i].stopped))
+            if i != last:
+                self.cache.move(last, i, int(lengths[last]))
+                self.running[i] = self.running[last]
+                tokens[i], lengths[i] = tokens[last], lengths[last]
+                if seen is not None:
+                    seen[i] = seen[last]
+            self.running.pop()
+        n = len(self.running)
+        return tokens[:n], lengths[:n], None if seen is None else seen[:n]
+
+    def _hit_stop(self, request: Request) -> bool:
+        if not request.stops:
+            return False
+        # A stop string of c characters spans at most c tokens (every token adds a character).
+        window = max(len(s) for s in request.stops) + 1
+        tail = self.tokenizer.decode(request.tokens[-window:], skip_special_tokens=True)
+        request.stopped = any(s in tail for s in request.stops)
+        return request.stopped

@@ -1,0 +1,92 @@
+"""The continuous-batching engine on the real embedded model: greedy outputs equal one prompt at a
+time through `generate` even when rows finish early and waiting prompts take their slots, sampled
+outputs depend only on the prompt and the seed, and concurrent callers share one decode loop."""
+
+import threading
+
+import pytest
+
+from tasks.backends import GenerationParams
+from tasks.backends.embedded import EMBEDDED_MODEL
+from tasks.backends.transformers_backend import TransformersBackend
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Give me three tips for keeping a sourdough starter alive."}],
+    "The three primary colors are",  # a raw prompt, sent as is
+    [{"role": "user", "content": "Say hello."}],
+    [{"role": "user", "content": "Explain how a vaccine trains the immune system, step by step."}],
+]
+
+
+@pytest.fixture(scope="module")
+def small():
+    """Two slots for five prompts: rows finish at different steps and waiting prompts refill them."""
+    backend = TransformersBackend(EMBEDDED_MODEL, batch_size=2)
+    assert backend.engine is not None and backend.engine.refill == 1
+    return backend
+
+
+def one_at_a_time(backend, prompts, params):
+    """The naive baseline: each prompt alone through transformers' `generate`."""
+    ids = [backend.tokenizer(backend.render(p), add_special_tokens=False)["input_ids"] for p in prompts]
+    return [backend._generate_hf([seq], params)[0] for seq in ids]
+
+
+def test_refilled_slots_give_the_unbatched_greedy_output(small):
+    params = GenerationParams(max_new_tokens=40, temperature=0.0)
+    engine = small.generate(PROMPTS, params)
+    naive = one_at_a_time(small, PROMPTS, params)
+    assert [g.text for g in engine] == [g.text for g in naive]
+    assert [g.finish_reason for g in engine] == [g.finish_reason for g in naive]
+    assert [g.completion_tokens for g in engine] == [g.completion_tokens for g in naive]
+    assert {g.finish_reason for g in engine} == {"stop", "length"}  # rows did end at different steps
+
+
+def test_sampled_output_depends_on_prompt_and_seed_only(small):
+    params = GenerationParams(max_new_tokens=24, temperature=0.8, repetition_penalty=1.2, seed=7)
+    together = [g.text for g in small.generate(PROMPTS, params)]
+    alone = [small.generate([p], params)[0].text for p in PROMPTS[:2]]
+    assert together[:2] == alone
+    reseeded = small.generate(PROMPTS[:2], params.model_copy(update={"seed": 8}))
+    assert [g.text for g in reseeded] != together[:2]
+
+
+def test_concurrent_callers_get_what_they_would_get_alone(small):
+    params = GenerationParams(max_new_tokens=16, temperature=0.0)
+    expected = [small.generate([p], params)[0].text for p in PROMPTS[:4]]
+    results = {}
+
+    def call(name, prompts):
+        results[name] = [g.text for g in small.generate(prompts, params)]
+
+    threads = [threading.Thread(target=call, args=(i, PROMPTS[2 * i : 2 * i + 2])) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results[0] + results[1] == expected
+
+
+def test_too_long_prompts_are_reported_not_generated(small):
+    params = GenerationParams(max_new_tokens=8, temperature=0.0)
+    huge = "word " * small.context_window
+    gens = small.generate([huge, PROMPTS[0]], params)
+    assert gens[0].finish_reason == "prompt_too_long" and gens[0].text == ""
+    assert gens[1].text
+
+
+def test_a_longer_request_shrinks_the_slot_count_to_stay_in_the_memory_budget(monkeypatch):
+    # 50 MB holds 2 slots of 512 tokens of this model's cache, but only 1 slot of 768.
+    monkeypatch.setenv("INSTRUCTFORGE_KV_CACHE_GB", str(50 / 1024))
+    backend = TransformersBackend(EMBEDDED_MODEL, batch_size=2)
+    params = GenerationParams(max_new_tokens=8, temperature=0.0)
+    short = backend.generate(PROMPTS[:2], params)
+    assert backend.engine.slots == 2
+    long_prompt = "Summarize: " + "the tide rises and falls twice a day. " * 70
+    gens = backend.generate([long_prompt, *PROMPTS[:2]], params)
+    assert backend.engine.slots == 1 and backend.engine.cache.length >= 600
+    assert [g.text for g in gens[1:]] == [g.text for g in short]
+    assert gens[0].prompt_tokens > 512 and gens[0].text

@@ -1,0 +1,148 @@
+"""The OpenAI-compatible backend against real servers on loopback: `transformers serve` with the
+embedded model (the same weights must give the same greedy text as the local backend), and a tiny
+scripted HTTP server for the retry and error paths."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tasks.backends import GenerationParams, get_backend
+from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
+from tasks.backends.openai_backend import OpenAIBackend, parse_model_id
+
+PROMPTS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "user", "content": "Why is the sky blue?"}],
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_model():
+    """`transformers serve` on the embedded model, offline, on a free loopback port."""
+    model_dir = str(embedded_model_dir())
+    port = free_port()
+    cli = Path(sys.executable).with_name("transformers")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    args = [str(cli), "serve", model_dir, "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    server = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(1)
+        else:
+            pytest.fail(f"transformers serve did not start: {server.stderr.read()[-2000:]}")
+        yield f"{url}#{model_dir}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_served_model_gives_the_local_greedy_text(served_model):
+    params = GenerationParams(max_new_tokens=16, temperature=0.0)
+    remote = OpenAIBackend(served_model).generate(PROMPTS, params)
+    local = get_backend("transformers", EMBEDDED_MODEL).generate(PROMPTS, params)
+    assert [g.text for g in remote] == [g.text for g in local]
+    assert all(g.text for g in remote)
+    assert [g.finish_reason for g in remote] == [g.finish_reason for g in local]
+    assert all(g.prompt_tokens > 0 and 0 < g.completion_tokens <= 16 for g in remote)
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Answers each POST with the next (status, body) of the server's script."""
+
+    def do_POST(self):
+        self.server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        status, body = self.server.script.pop(0)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if status == 429:
+            self.send_header("Retry-After", "0")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def scripted():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    server.script, server.bodies = [], []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+OK = {
+    "choices": [{"message": {"content": " Paris. END more"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 3},
+}
+
+
+def test_retries_429_and_5xx_then_succeeds(scripted):
+    scripted.script = [(429, {}), (503, {}), (200, OK)]
+    backend = OpenAIBackend(f"http://127.0.0.1:{scripted.server_port}/v1#tiny")
+    params = GenerationParams(temperature=0.0, stop=(" END",), repetition_penalty=1.1)
+    [gen] = backend.generate(PROMPTS[:1], params)
+    assert (gen.text, gen.finish_reason, gen.prompt_tokens) == ("Paris.", "stop", 9)
+    assert len(scripted.bodies) == 3
+    sent = scripted.bodies[-1]
+    assert sent["model"] == "tiny" and sent["stop"] == [" END"] and sent["repetition_penalty"] == 1.1
+
+
+def test_client_errors_raise_and_context_overflow_is_a_finish_reason(scripted):
+    backend = OpenAIBackend(f"http://127.0.0.1:{scripted.server_port}/v1#tiny")
+    scripted.script = [(400, {"error": {"message": "maximum context length is 2048 tokens"}})]
+    [gen] = backend.generate(PROMPTS[:1], GenerationParams())
+    assert gen.finish_reason == "prompt_too_long" and gen.text == ""
+    scripted.script = [(404, {"error": {"message": "model 'tiny' not found"}})]
+    with pytest.raises(ValueError, match="404"):
+        backend.generate(PROMPTS[:1], GenerationParams())
+
+
+@pytest.mark.parametrize(
+    "model, env, expected",
+    [
+        ("http://gpu:8000/v1#org/model", None, ("http://gpu:8000/v1", "org/model")),
+        ("org/model", "https://api.example.com/v1/", ("https://api.example.com/v1", "org/model")),
+        ("org/model", None, ("http://127.0.0.1:8000/v1", "org/model")),
+    ],
+)
+def test_model_id_names_the_server_and_the_model(monkeypatch, model, env, expected):
+    if env:
+        monkeypatch.setenv("OPENAI_BASE_URL", env)
+    else:
+        monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert parse_model_id(model) == expected
+
+
+def test_an_unreachable_server_is_a_clear_error():
+    with pytest.raises(ValueError, match="Cannot reach an OpenAI-compatible server"):
+        OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1#tiny")
+
+
+def test_a_model_id_without_a_url_scheme_is_rejected():
+    with pytest.raises(ValueError, match="http://host:port/v1#model-name"):
+        parse_model_id("gpu-box:8000#model")
