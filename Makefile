@@ -21,11 +21,12 @@ setup: $(STAMP)
 run: setup
 	$(PY) flows/instruct.py $(ARGS)
 
+# Two workers, one test file each at a time: many tests wait on subprocesses, servers and retries.
 test: setup
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -37,6 +38,7 @@ format: setup
 
 bench: setup
 	$(PY) bench/generation.py $(ARGS)
+	$(PY) bench/near_duplicates.py
 
 clean:
 	rm -rf $(VENV) output .pytest_cache

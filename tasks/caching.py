@@ -84,6 +84,6 @@ def technique_task(
         cache_policy=batch_cache_policy(templates, uses),
         persist_result=True,
         retries=2,
-        retry_delay_seconds=[1, 5],
+        retry_delay_seconds=[1, 3],
         retry_condition_fn=transient,
     )
