@@ -17,11 +17,9 @@ from pydantic import Field
 from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
-from tasks.dataset import check_output_dir
 from tasks.generate import check_step, generate_text
-from tasks.hub import hub_token
 from tasks.prompts import render_template
-from tasks.publish import publish
+from tasks.publish import check_destination, publish
 from tasks.rows import drop_duplicates
 from tasks.seeds import load_texts
 
@@ -44,9 +42,7 @@ def check_inputs(
     push_to_hub: str | None = None,
 ) -> list[dict]:
     """Everything a user can get wrong, checked before any model call; returns the input rows."""
-    check_output_dir(output_dir, versioned)
-    if push_to_hub:
-        hub_token()
+    check_destination(output_dir, versioned, push_to_hub)
     if num_generations > 1 and temperature == 0:
         raise ValueError("--num-generations above 1 needs a --temperature above 0 (greedy samples repeat).")
     source = rows or (None if instruction else DEFAULT_ROWS)

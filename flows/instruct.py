@@ -17,11 +17,9 @@ from tasks.artifacts import Progress
 from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
-from tasks.dataset import check_output_dir
 from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
-from tasks.hub import hub_token
 from tasks.near_duplicates import drop_near_duplicates
-from tasks.publish import publish
+from tasks.publish import check_destination, publish
 from tasks.respond import generate_responses
 from tasks.rows import drop_duplicates, in_order
 from tasks.seeds import load_seeds
@@ -41,9 +39,7 @@ def check_inputs(
     push_to_hub: str | None = None,
 ) -> list[dict]:
     """Everything a user can get wrong, checked before any model call; returns the seed rows."""
-    check_output_dir(output_dir, versioned)
-    if push_to_hub:
-        hub_token()  # no token: say so now, not after the whole run
+    check_destination(output_dir, versioned, push_to_hub)
     seed_rows = load_seeds(seeds, seed_column)
     get_backend(backend, model)  # loads the model once per process; a bad id fails here
     return seed_rows

@@ -18,11 +18,9 @@ from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
 from tasks.chat_templates import ChatTemplate, chat_template_for
-from tasks.dataset import check_output_dir
-from tasks.hub import hub_token
 from tasks.magpie import generate_conversations, pre_query_template
 from tasks.magpie_rows import drop_duplicates, magpie_rows, options, parse_spec
-from tasks.publish import publish
+from tasks.publish import check_destination, publish
 
 Positive = Annotated[int, Field(gt=0)]
 SystemPrompt = str | list[str] | dict[str, str | tuple[str, float]] | None
@@ -40,9 +38,7 @@ def check_inputs(
     push_to_hub: str | None = None,
 ) -> ChatTemplate:
     """Everything a user can get wrong, checked before any model call; returns the chat template."""
-    check_output_dir(output_dir, versioned)
-    if push_to_hub:
-        hub_token()
+    check_destination(output_dir, versioned, push_to_hub)
     if only_instruction and n_turns > 1:
         raise ValueError("--only-instruction writes one instruction per row; drop it or --n-turns.")
     options(system_prompt)  # a malformed list or mapping fails here

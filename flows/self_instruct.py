@@ -17,9 +17,7 @@ from pydantic import Field
 from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
-from tasks.dataset import check_output_dir
-from tasks.hub import hub_token
-from tasks.publish import publish
+from tasks.publish import check_destination, publish
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop
 from tasks.seed_tasks import load_seed_tasks
@@ -37,9 +35,7 @@ def check_inputs(
     push_to_hub: str | None = None,
 ) -> list[Row]:
     """Everything a user can get wrong, checked before any model call; returns the seed tasks."""
-    check_output_dir(output_dir, versioned)
-    if push_to_hub:
-        hub_token()
+    check_destination(output_dir, versioned, push_to_hub)
     seed_rows = load_seed_tasks(seed_tasks)
     get_backend(backend, model)  # loads the model once per process; a bad id fails here
     return seed_rows

@@ -12,9 +12,17 @@ from prefect.runtime import flow_run
 from tasks.artifacts import publish_report
 from tasks.batching import Ledger
 from tasks.card import render_card
-from tasks.dataset import report_markdown, save_dataset, summarize, versioned_dir
+from tasks.dataset import check_output_dir, report_markdown, save_dataset, summarize, versioned_dir
+from tasks.hub import hub_token
 from tasks.hub import push_to_hub as push_task
 from tasks.quality import quality_metrics
+
+
+def check_destination(output_dir: Path, versioned: bool = False, push_to_hub: str | None = None) -> None:
+    """Before any model call: the output directory can take the dataset, and a push has a token."""
+    check_output_dir(output_dir, versioned)
+    if push_to_hub:
+        hub_token()
 
 
 def publish(
