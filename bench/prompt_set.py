@@ -3,7 +3,8 @@ the response step renders an instruction, in a fixed order, with varied lengths.
 
 import json
 
-from tasks.respond import build_messages
+from tasks.generate import build_messages
+from tasks.respond import TEMPLATE
 from tasks.seeds import DEFAULT_SEEDS
 
 ASKS = [
@@ -21,4 +22,5 @@ def bench_prompts(count: int) -> list:
     passages = [json.loads(line)["context"] for line in DEFAULT_SEEDS.read_text().splitlines() if line]
     sentences = [s.strip() + "." for p in passages for s in p.split(". ") if len(s.split()) > 4]
     instructions = [ask.format(s=s) for i, s in enumerate(sentences) for ask in ASKS[i % 2 :: 2]]
-    return [build_messages({"instruction": instructions[i % len(instructions)]}) for i in range(count)]
+    rows = [{"instruction": instructions[i % len(instructions)]} for i in range(count)]
+    return [build_messages(row, TEMPLATE) for row in rows]

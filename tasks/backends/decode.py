@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from tasks.backends import attention
+
 # Architectures whose decoder layer is exactly: norm -> q/k/v (+bias) -> RoPE -> attention -> o_proj
 # -> residual -> norm -> MLP -> residual, with full (not sliding-window) attention.
 SUPPORTED = frozenset({"llama", "mistral", "qwen2"})
@@ -81,6 +83,8 @@ class SlotModel:
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.rope = apply_rotary_pos_emb
+        on_cpu = model.device.type == "cpu" and model.dtype == torch.float32
+        self.kernel = attention.kernel() if on_cpu else None
 
     def _layers(self, x, positions, attend):
         """Run every decoder layer; `attend(layer_index, q, k, v)` returns the attention output."""
@@ -120,8 +124,24 @@ class SlotModel:
         returns logits [n, vocab]. The caller advances `lengths`."""
         n = tokens.shape[0]
         rows = torch.arange(n, device=tokens.device)
+        if self.kernel is not None:
+            visible = lengths + 1
+
+            def attend(index, q, k, v, scale):
+                cache.k[index, rows, :, lengths] = k[:, :, 0]
+                cache.v[index, rows, :, lengths] = v[:, :, 0]
+                keys, values = cache.k[index], cache.v[index]
+                return attention.decode_attention(self.kernel, q, keys, values, visible, scale)
+
+        else:
+            attend = self._torch_attention(cache, rows, lengths)
+        x = self._layers(self.body.embed_tokens(tokens[:, None]), lengths[:, None], attend)
+        return self.lm.lm_head(x[:, 0]).float()
+
+    def _torch_attention(self, cache: SlotCache, rows: torch.Tensor, lengths: torch.Tensor):
+        n = rows.shape[0]
         span = int(lengths.max()) + 1
-        mask = (torch.arange(span, device=tokens.device) <= lengths[:, None])[:, None, None, :]
+        mask = (torch.arange(span, device=rows.device) <= lengths[:, None])[:, None, None, :]
         groups = self.heads // self.kv_heads
 
         def attend(index, q, k, v, scale):
@@ -134,5 +154,4 @@ class SlotModel:
             weights = scores.masked_fill_(~mask, float("-inf")).softmax(-1)
             return (weights @ values).reshape(n, self.heads, 1, -1)
 
-        x = self._layers(self.body.embed_tokens(tokens[:, None]), lengths[:, None], attend)
-        return self.lm.lm_head(x[:, 0]).float()
+        return attend

@@ -1,0 +1,62 @@
+"""The C decode-attention kernel gives the torch attention's result for sequences of different
+lengths in one batch (grouped-query heads, a slot cache longer than any sequence), and decoding
+without it (`INSTRUCTFORGE_ATTENTION=torch`, or no compiler) still works."""
+
+import pytest
+import torch
+
+from tasks.backends import attention
+
+
+def torch_attention(q, keys, values, lengths, scale):
+    """Reference: each sequence alone through SDPA over its own positions."""
+    groups = q.shape[1] // keys.shape[1]
+    out = []
+    for i, length in enumerate(lengths.tolist()):
+        k = keys[i, :, :length].repeat_interleave(groups, 0)
+        v = values[i, :, :length].repeat_interleave(groups, 0)
+        out.append(torch.nn.functional.scaled_dot_product_attention(q[i], k, v, scale=scale))
+    return torch.stack(out)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    lib = attention.kernel()
+    if lib is None:
+        pytest.skip("no C compiler here: decoding uses the torch attention")
+    return lib
+
+
+@pytest.mark.parametrize("kv_heads,heads", [(3, 9), (2, 2), (1, 4)])
+def test_kernel_equals_per_sequence_attention(kernel, kv_heads, heads):
+    generator = torch.Generator().manual_seed(0)
+    slots, length, dim, n = 7, 40, 64, 5  # only the first n slots run; the rest hold stale values
+    keys = torch.randn(slots, kv_heads, length, dim, generator=generator)
+    values = torch.randn(slots, kv_heads, length, dim, generator=generator)
+    q = torch.randn(n, heads, 1, dim, generator=generator)
+    lengths = torch.tensor([1, 40, 17, 3, 29])
+    got = attention.decode_attention(kernel, q, keys, values, lengths, 0.125)
+    torch.testing.assert_close(got, torch_attention(q, keys, values, lengths, 0.125), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_reads_only_each_sequence_positions(kernel):
+    """Positions past a sequence's length (a finished row's leftovers) must not leak in."""
+    keys, values = torch.randn(2, 1, 8, 4), torch.randn(2, 1, 8, 4)
+    q = torch.randn(2, 1, 1, 4)
+    lengths = torch.tensor([3, 8])
+    before = attention.decode_attention(kernel, q, keys, values, lengths, 0.5)
+    keys[0, :, 3:], values[0, :, 3:] = 1e6, -1e6
+    after = attention.decode_attention(kernel, q, keys, values, lengths, 0.5)
+    assert torch.equal(before, after)
+
+
+def test_torch_setting_turns_the_kernel_off(monkeypatch):
+    monkeypatch.setenv("INSTRUCTFORGE_ATTENTION", "torch")
+    assert attention._build() is None
+
+
+def test_without_a_working_compiler_there_is_no_kernel(monkeypatch, tmp_path):
+    monkeypatch.setenv("INSTRUCTFORGE_CACHE", str(tmp_path))  # nothing built yet
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert attention._build() is None
+    assert not list(tmp_path.rglob("*.so"))
