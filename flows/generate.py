@@ -59,7 +59,7 @@ def check_inputs(
 @flow(
     name="generate",
     flow_run_name="generate-{backend}-seed{seed}",
-    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def generate(
     rows: str | None = None,

@@ -48,7 +48,7 @@ def check_inputs(
 @flow(
     name="instruct",
     flow_run_name="instruct-{backend}-seed{seed}",
-    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def instruct(
     seeds: str | None = None,

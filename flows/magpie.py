@@ -50,7 +50,7 @@ def check_inputs(
 @flow(
     name="magpie",
     flow_run_name="magpie-{backend}-seed{seed}",
-    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def magpie(
     num_rows: Positive = 16,

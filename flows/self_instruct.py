@@ -44,7 +44,7 @@ def check_inputs(
 @flow(
     name="self_instruct",
     flow_run_name="self_instruct-{backend}-seed{seed}",
-    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def self_instruct(
     seed_tasks: str | None = None,

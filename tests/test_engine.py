@@ -90,3 +90,23 @@ def test_a_longer_request_shrinks_the_slot_count_to_stay_in_the_memory_budget(mo
     assert backend.engine.slots == 1 and backend.engine.cache.length >= 600
     assert [g.text for g in gens[1:]] == [g.text for g in short]
     assert gens[0].prompt_tokens > 512 and gens[0].text
+
+
+def test_a_shared_prompt_prefix_is_prefilled_once_and_changes_no_output():
+    """Chat prompts share the template and system prompt; Magpie sends one prompt many times. The
+    prefix's keys and values are computed once and copied into each slot; outputs stay those of
+    one prompt at a time."""
+    backend = TransformersBackend(EMBEDDED_MODEL, batch_size=3)
+    params = GenerationParams(max_new_tokens=12, temperature=0.0)
+    chats = [p for p in PROMPTS if not isinstance(p, str)]
+    full = sum(
+        len(backend.tokenizer(backend.render(p), add_special_tokens=False)["input_ids"]) for p in chats
+    )
+    gens = backend.generate(chats, params)
+    engine = backend.engine
+    assert len(engine.prefix) >= 8  # the chat template's system turn, at least
+    assert engine.stats["prefill_tokens"] < full - len(engine.prefix)
+    assert [g.text for g in gens] == [g.text for g in one_at_a_time(backend, chats, params)]
+    same = backend.generate([chats[0]] * 3, params)  # identical prompts: the whole prompt but its last token
+    assert len(engine.prefix) == gens[0].prompt_tokens - 1
+    assert {g.text for g in same} == {gens[0].text}

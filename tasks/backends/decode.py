@@ -65,6 +65,16 @@ class SlotCache:
             new[:, :, :, : old.shape[3]] = old
             setattr(self, name, new)
 
+    def read(self, slot: int, used: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A copy of slot `slot`'s first `used` positions, every layer (a shared prompt prefix)."""
+        return self.k[:, slot, :, :used].clone(), self.v[:, slot, :, :used].clone()
+
+    def fill(self, first: int, count: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Put the same prefix (from `read`) at the start of slots first..first+count-1."""
+        used = keys.shape[2]
+        self.k[:, first : first + count, :, :used] = keys[:, None]
+        self.v[:, first : first + count, :, :used] = values[:, None]
+
     def move(self, src: int, dst: int, used: int) -> None:
         """Copy slot `src`'s first `used` positions into slot `dst` (compacting after a finish)."""
         self.k[:, dst, :, :used] = self.k[:, src, :, :used]
@@ -102,18 +112,27 @@ class SlotModel:
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.body.norm(x)
 
-    def prefill(self, cache: SlotCache, first: int, ids: torch.Tensor, lengths: torch.Tensor):
-        """Prompts `ids` [B, T] (right-padded; true lengths `lengths`) into slots first..first+B-1;
-        returns the next-token logits [B, vocab], computed on each prompt's last position only."""
+    def prefill(self, cache: SlotCache, first: int, ids: torch.Tensor, lengths: torch.Tensor, start: int = 0):
+        """Prompts `ids` [B, T] (right-padded; true lengths `lengths`) into slots first..first+B-1 at
+        positions start..start+T-1, after a shared prefix whose keys and values those slots already
+        hold at [0, start); returns the next-token logits [B, vocab], computed on each prompt's last
+        position only."""
         batch, steps = ids.shape
-        positions = torch.arange(steps, device=ids.device).expand(batch, steps)
+        positions = torch.arange(start, start + steps, device=ids.device).expand(batch, steps)
+        end = start + steps
+        # query i (position start+i) sees every prefix position and its own causal past
+        mask = torch.ones(steps, end, dtype=torch.bool, device=ids.device).tril(start) if start else None
 
         def attend(index, q, k, v, scale):
-            cache.k[index, first : first + batch, :, :steps] = k
-            cache.v[index, first : first + batch, :, :steps] = v
+            cache.k[index, first : first + batch, :, start:end] = k
+            cache.v[index, first : first + batch, :, start:end] = v
             # subtle: right padding sits after every real token, so the causal mask alone keeps it
             # out of real positions; the garbage it leaves in the cache is masked or overwritten.
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
+            if mask is None:
+                return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
+            keys = cache.k[index, first : first + batch, :, :end]
+            values = cache.v[index, first : first + batch, :, :end]
+            return F.scaled_dot_product_attention(q, keys, values, mask, scale=scale, enable_gqa=True)
 
         x = self._layers(self.body.embed_tokens(ids), positions, attend)
         last = x[torch.arange(batch, device=ids.device), lengths - 1]

@@ -21,10 +21,10 @@ from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
 from tasks.backends.engine import Engine, Request
 from tasks.backends.sampling import RowSampler
 
-# End-of-turn tokens of common chat-template families; whichever the vocabulary has also stops.
 # Sequences decoding together on the engine; measured in bench/generation.py (README, "Speed").
-DEFAULT_SLOTS = 64
+DEFAULT_SLOTS = 128
 
+# End-of-turn tokens of common chat-template families; whichever the vocabulary has also stops.
 _END_OF_TURN = ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>"]
 
 
