@@ -14,7 +14,8 @@ the response step renders them; greedy; up to --max-new-tokens each):
 4. Prefect's overhead on a --flow-rows-row response run: the flow's wall time minus the time spent
    inside the backend, with a zero-cost backend, as a share of that plus the time our backend needs
    to generate those rows (an upper bound: with a real model, bookkeeping overlaps generation);
-5. peak RSS.
+5. peak RSS, and how much the resident memory grew while our backend generated every row (the
+   slot cache is allocated before; rows only lengthen the queue, so this should stay near 0).
 The last line is one JSON object, for comparing runs over time.
 """
 
@@ -102,6 +103,11 @@ def ours(backend, prompts, params) -> tuple[float, float, list[str]]:
     return sum(g.completion_tokens for g in gens) / elapsed, len(gens) / elapsed, [g.text for g in gens]
 
 
+def resident_mb() -> float:
+    """Current resident memory (ru_maxrss is a peak, so it cannot show growth after one)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=EMBEDDED_MODEL)
@@ -128,7 +134,9 @@ def main() -> None:
     backend.generate(prompts[:2], params.model_copy(update={"max_new_tokens": 4}))  # warm up, allocate
     naive_tok_s, naive_texts = naive(backend, prompts[: args.naive_prompts], params)
     print(f"naive (1 at a time)   {naive_tok_s:8.1f} tok/s  (the better thread count)")
+    resident = resident_mb()
     ours_tok_s, rows_s, texts = ours(backend, prompts, params)
+    growth = resident_mb() - resident
     same = sum(a == b for a, b in zip(naive_texts, texts))
     print(
         f"ours ({backend.engine.slots if backend.engine else backend.batch_size} slots)       "
@@ -147,7 +155,7 @@ def main() -> None:
         f"{overhead_s + gen_s:.0f} s run"
     )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS              {rss:8.0f} MB")
+    print(f"peak RSS              {rss:8.0f} MB; resident memory grew {growth:.0f} MB over our run")
     print(
         json.dumps(
             {
@@ -162,6 +170,7 @@ def main() -> None:
                 "prefect_overhead": round(share, 4),
                 "prefect_overhead_s": round(overhead_s, 2),
                 "peak_rss_mb": round(rss),
+                "rss_growth_mb": round(growth),
                 "prompts": len(prompts),
                 "max_new_tokens": args.max_new_tokens,
                 "threads": DEFAULT_THREADS,
