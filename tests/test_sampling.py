@@ -1,0 +1,43 @@
+"""Nucleus sampling over the top candidates keeps exactly the tokens, and draws exactly the token, of
+a full sort of the vocabulary, for peaked and flat distributions alike."""
+
+import torch
+
+from tasks.backends import GenerationParams
+from tasks.backends.sampling import RowSampler, choose
+
+
+def full_sort_reference(logits, samplers):
+    """Temperature, then top-p over the whole sorted vocabulary, with each row's own draw."""
+    picks = []
+    for row, sampler in zip(logits, samplers):
+        probs, order = (row / sampler.temperature).softmax(-1).sort(descending=True)
+        keep = (probs.cumsum(-1) - probs) < sampler.top_p
+        cdf = (probs * keep).cumsum(-1)
+        draw = torch.rand((), generator=sampler.generator) * cdf[-1]
+        picks.append(int(order[torch.searchsorted(cdf, draw[None]).clamp_max(len(cdf) - 1)]))
+    return picks
+
+
+def samplers(n, seed, top_p=0.9, temperature=0.7):
+    params = GenerationParams(max_new_tokens=4, temperature=temperature, top_p=top_p, seed=seed)
+    return [RowSampler.create(params, [row, 7]) for row in range(n)]
+
+
+def test_candidates_give_the_full_sort_choice_on_peaked_and_flat_rows():
+    generator = torch.Generator().manual_seed(0)
+    vocab = 5000
+    ranks = torch.arange(1, vocab + 1).float().log()
+    peaked = torch.stack([-3 * ranks[torch.randperm(vocab, generator=generator)] for _ in range(6)])
+    flat = torch.randn(6, vocab, generator=generator) * 0.1  # the nucleus spans thousands of tokens
+    logits = torch.cat([peaked, flat])
+    for seed in range(5):
+        got = choose(logits, samplers(len(logits), seed), None)
+        assert got == full_sort_reference(logits, samplers(len(logits), seed))
+
+
+def test_top_p_one_can_reach_any_token_and_a_tiny_top_p_is_greedy():
+    logits = torch.randn(3, 1000, generator=torch.Generator().manual_seed(1))
+    assert choose(logits, samplers(3, 0, top_p=1e-6), None) == logits.argmax(-1).tolist()
+    picks = {tuple(choose(logits, samplers(3, seed, top_p=1.0, temperature=5.0), None)) for seed in range(20)}
+    assert len(picks) == 20
