@@ -11,6 +11,7 @@ the response step renders them; greedy; up to --max-new-tokens each):
    TransformersLLM does), on the first --naive-prompts prompts (its rate does not depend on how
    many), at 1 thread and at torch's default, keeping the faster;
 3. our backend on all prompts, and whether its outputs equal the baseline's on the shared prompts;
+   then sampled (temperature 0.7, top-p 0.9, as the flows generate) on --sampled-prompts of them;
 4. Prefect's overhead on a --flow-rows-row response run: the flow's wall time minus the time spent
    inside the backend, with a zero-cost backend, as a share of that plus the time our backend needs
    to generate those rows (an upper bound: with a real model, bookkeeping overlaps generation);
@@ -116,6 +117,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--slots", type=int, default=None, help="engine slots (default: the backend's)")
     parser.add_argument("--flow-rows", type=int, default=1000)
+    parser.add_argument(
+        "--sampled-prompts", type=int, default=128, help="prompts for the sampled run (0: skip it)"
+    )
     args = parser.parse_args()
 
     backend = get_backend("transformers", args.model)
@@ -146,6 +150,14 @@ def main() -> None:
         f"  = {ours_tok_s / naive_tok_s:.1f}x naive, {ours_tok_s / ceiling:.0%} of the ceiling; "
         f"outputs equal to naive on {same}/{len(naive_texts)} prompts"
     )
+    sampled_tok_s = None
+    if args.sampled_prompts:  # what the flows run: temperature 0.7, top-p 0.9
+        sampling = params.model_copy(update={"temperature": 0.7, "top_p": 0.9})
+        sampled_tok_s, _, _ = ours(backend, prompts[: args.sampled_prompts], sampling)
+        print(
+            f"ours, sampled          {sampled_tok_s:8.1f} tok/s  (temperature 0.7, top-p 0.9; "
+            f"{args.sampled_prompts} prompts) = {sampled_tok_s / naive_tok_s:.1f}x naive greedy"
+        )
     gen_s = args.flow_rows / rows_s
     with tempfile.TemporaryDirectory() as tmp:
         overhead_s = prefect_overhead(args.flow_rows, Path(tmp))
@@ -164,6 +176,7 @@ def main() -> None:
                 "naive_tok_s": round(naive_tok_s, 2),
                 "ours_tok_s": round(ours_tok_s, 1),
                 "ours_rows_s": round(rows_s, 3),
+                "ours_sampled_tok_s": sampled_tok_s and round(sampled_tok_s, 1),
                 "speedup_vs_naive": round(ours_tok_s / naive_tok_s, 2),
                 "fraction_of_ceiling": round(ours_tok_s / ceiling, 3),
                 "outputs_equal_naive": f"{same}/{len(naive_texts)}",
