@@ -34,19 +34,25 @@ def test_kernel_equals_per_sequence_attention(kernel, kv_heads, heads):
     keys = torch.randn(slots, kv_heads, length, dim, generator=generator)
     values = torch.randn(slots, kv_heads, length, dim, generator=generator)
     q = torch.randn(n, heads, 1, dim, generator=generator)
+    k, v = (torch.randn(n, kv_heads, 1, dim, generator=generator) for _ in range(2))
     lengths = torch.tensor([1, 40, 17, 3, 29])
-    got = attention.decode_attention(kernel, q, keys, values, lengths, 0.125)
-    torch.testing.assert_close(got, torch_attention(q, keys, values, lengths, 0.125), rtol=1e-5, atol=1e-5)
+    expected_keys, expected_values = keys.clone(), values.clone()
+    for i, length in enumerate(lengths.tolist()):  # the step's own key and value join the cache
+        expected_keys[i, :, length - 1], expected_values[i, :, length - 1] = k[i, :, 0], v[i, :, 0]
+    got = attention.decode_attention(kernel, q, k, v, keys, values, lengths, 0.125)
+    expected = torch_attention(q, expected_keys, expected_values, lengths, 0.125)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(keys, expected_keys) and torch.equal(values, expected_values)
 
 
 def test_kernel_reads_only_each_sequence_positions(kernel):
     """Positions past a sequence's length (a finished row's leftovers) must not leak in."""
     keys, values = torch.randn(2, 1, 8, 4), torch.randn(2, 1, 8, 4)
-    q = torch.randn(2, 1, 1, 4)
+    q, k, v = torch.randn(2, 1, 1, 4), torch.randn(2, 1, 1, 4), torch.randn(2, 1, 1, 4)
     lengths = torch.tensor([3, 8])
-    before = attention.decode_attention(kernel, q, keys, values, lengths, 0.5)
+    before = attention.decode_attention(kernel, q, k, v, keys, values, lengths, 0.5)
     keys[0, :, 3:], values[0, :, 3:] = 1e6, -1e6
-    after = attention.decode_attention(kernel, q, keys, values, lengths, 0.5)
+    after = attention.decode_attention(kernel, q, k, v, keys, values, lengths, 0.5)
     assert torch.equal(before, after)
 
 

@@ -66,7 +66,7 @@ def _build() -> ctypes.CDLL | None:
             os.replace(built, library)  # atomic: a concurrent process sees no half-written file
     kernel = ctypes.CDLL(str(library))
     kernel.decode_attention.argtypes = (
-        [ctypes.c_void_p] * 5
+        [ctypes.c_void_p] * 7
         + [ctypes.c_int64] * 7
         + [
             ctypes.c_float,
@@ -93,19 +93,22 @@ def kernel() -> ctypes.CDLL | None:
         return _kernel
 
 
-def decode_attention(lib, q, keys, values, lengths, scale: float) -> torch.Tensor:
-    """Attention of one query per sequence: `q` [n, heads, 1, dim]; `keys`/`values` one layer of the
-    slot cache [slots, kv_heads, length, dim] (fp32, contiguous); sequence i attends to its first
-    `lengths[i]` positions. Returns [n, heads, 1, dim]."""
+def decode_attention(lib, q, k, v, keys, values, lengths, scale: float) -> torch.Tensor:
+    """Attention of one new token per sequence: `q` [n, heads, 1, dim]; its key and value `k`, `v`
+    [n, kv_heads, 1, dim] are stored at position lengths[i] - 1 of `keys`/`values`, one layer of
+    the slot cache [slots, kv_heads, length, dim] (fp32, contiguous), and sequence i attends to its
+    first `lengths[i]` positions. Returns [n, heads, 1, dim]."""
     n, heads, _, dim = q.shape
     kv_heads = keys.shape[1]
-    q = q.contiguous()
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     lengths = lengths.to(torch.int64).contiguous()
     out = torch.empty_like(q)
     failed = lib.decode_attention(
         q.data_ptr(),
         keys.data_ptr(),
         values.data_ptr(),
+        k.data_ptr(),
+        v.data_ptr(),
         lengths.data_ptr(),
         out.data_ptr(),
         n,

@@ -147,10 +147,8 @@ class SlotModel:
             visible = lengths + 1
 
             def attend(index, q, k, v, scale):
-                cache.k[index, rows, :, lengths] = k[:, :, 0]
-                cache.v[index, rows, :, lengths] = v[:, :, 0]
                 keys, values = cache.k[index], cache.v[index]
-                return attention.decode_attention(self.kernel, q, keys, values, visible, scale)
+                return attention.decode_attention(self.kernel, q, k, v, keys, values, visible, scale)
 
         else:
             attend = self._torch_attention(cache, rows, lengths)

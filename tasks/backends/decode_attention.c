@@ -7,14 +7,16 @@
  * shorter sequences cost less (a padded matmul over the longest length reads every slot to the
  * maximum, and runs tiny 3-row products that reach a third of the memory bandwidth here).
  * Keys and values of slot i, head h start at k + i * slot_stride + h * head_stride, `dim` floats
- * per position. Built by tasks/backends/attention.py with the system C compiler.
+ * per position. The step's own key and value (new_k, new_v: [n, kv_heads, dim]) are first stored
+ * at position len[i] - 1. Built by tasks/backends/attention.py with the system C compiler.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-int decode_attention(const float *q, const float *k, const float *v, const int64_t *len, float *out,
+int decode_attention(const float *q, float *k, float *v, const float *new_k, const float *new_v,
+                     const int64_t *len, float *out,
                      int64_t n, int64_t kv_heads, int64_t groups, int64_t dim, int64_t slot_stride,
                      int64_t head_stride, int64_t max_len, float scale, int threads) {
     int failed = 0;
@@ -29,8 +31,10 @@ int decode_attention(const float *q, const float *k, const float *v, const int64
         for (int64_t job = 0; job < n * kv_heads; job++) {
             if (scores == NULL) continue;
             int64_t i = job / kv_heads, h = job % kv_heads, steps = len[i];
-            const float *keys = k + i * slot_stride + h * head_stride;
-            const float *values = v + i * slot_stride + h * head_stride;
+            float *keys = k + i * slot_stride + h * head_stride;
+            float *values = v + i * slot_stride + h * head_stride;
+            memcpy(keys + (steps - 1) * dim, new_k + job * dim, sizeof(float) * dim);
+            memcpy(values + (steps - 1) * dim, new_v + job * dim, sizeof(float) * dim);
             const float *query = q + job * groups * dim;
             float *result = out + job * groups * dim;
             for (int64_t t = 0; t < steps; t++) {
