@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 from tasks.filters import check_threshold, rouge_l_tokens, words
@@ -160,16 +160,17 @@ def drop_near_duplicates(
     threshold: float = 0.7,
     stage: str = "deduplicate",
     method: Method = "auto",
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Row], list[dict[str, Any]]]:
     """Keep each row whose `column` has ROUGE-L < `threshold` with every row kept before it; the
     others become `near_duplicate` drop records naming the kept text they repeat and the score.
-    `method` picks the index (see `near_duplicate_index`)."""
+    `method` picks the index (see `near_duplicate_index`); `progress(n)` hears of rows done."""
     check_threshold(threshold)
     index = near_duplicate_index((), threshold, method, size=len(rows))
     if isinstance(index, MinHashIndex):
         index.prepare([row[column] for row in rows])  # hashing all at once is much faster
-    kept, drops = [], []
-    for row in rows:
+    kept, drops, reported = [], [], 0
+    for i, row in enumerate(rows, start=1):
         match = index.find(row[column], threshold)
         if match:
             record = drop(stage, "near_duplicate", row, row[column])
@@ -177,4 +178,7 @@ def drop_near_duplicates(
         else:
             index.add(row[column])
             kept.append(row)
+        if progress and (i % 1000 == 0 or i == len(rows)):
+            progress(i - reported)
+            reported = i
     return kept, drops

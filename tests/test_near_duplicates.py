@@ -220,3 +220,10 @@ def test_auto_is_exact_for_small_pools_and_minhash_for_large_ones():
     assert isinstance(near_duplicate_index(["a b c"], method="minhash"), MinHashIndex)
     with pytest.raises(ValueError, match="'auto', 'exact' or 'minhash'"):
         near_duplicate_index(method="fuzzy")
+
+
+def test_the_pass_reports_its_progress_in_thousands_of_rows():
+    rows = [{"id": str(i), "instruction": text} for i, text in enumerate(instruction_set(2500, 4))]
+    steps = []
+    drop_near_duplicates(rows, progress=steps.append)
+    assert steps == [1000, 1000, 500]
