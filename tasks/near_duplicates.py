@@ -12,17 +12,17 @@ pool. Two indexes answer "which stored text is most similar to this one, if any 
   words: the index probes its rarest ones (prefix filtering, as in the AllPairs/PPJoin
   set-similarity joins) among texts of a possible length, bounds each candidate by its shared-word
   count, and computes the exact LCS only for the few that can still pass. Its cost still grows
-  with the pool (function words are in most texts): 5 ms a check at 10k texts, 45 ms at 85k.
+  with the pool (function words are in most texts): 4-5 ms a check at 10k texts, 29-45 ms at 85k.
 - `MinHashIndex` (`tasks/minhash_index.py`) proposes candidates by MinHash LSH and confirms each
   with the exact ROUGE-L: nothing below the threshold is ever reported, and a pair at or above it
   is missed with probability under 0.4% (measured: 0.17% of paraphrase pairs just above 0.7, none
-  above 0.75). 0.7 to 1.4 ms a check at 10k to 85k texts.
+  above 0.75). 0.4-0.7 ms a check at 10k texts, 0.8-1.4 ms at 85k.
 
 The choice (`near_duplicate_index`, method "auto"): exact up to EXACT_UP_TO texts, where both take
 under a second for a whole pass and exactness is free; MinHash above, where the exact pass grows
-quadratically (10k rows: 10 s exact, 2.3 s MinHash, the same rows dropped; 100k rows: about 35 min
-exact, 1 min MinHash). Pass method "exact" to always get the brute-force answer.
-`bench/near_duplicates.py` measures both.
+quadratically (10k rows: 10-17 s exact, 2.3-3.5 s MinHash, the same rows dropped; 100k rows: about
+half an hour exact, under a minute MinHash; ranges are two runs on a shared 2-core machine). Pass
+method "exact" to always get the brute-force answer. `bench/near_duplicates.py` measures both.
 """
 
 from __future__ import annotations
