@@ -18,7 +18,8 @@ from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
 from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
-from tasks.near_duplicates import drop_near_duplicates
+from tasks.near_duplicates import EXACT_UP_TO, drop_near_duplicates
+from tasks.progress import stage_progress
 from tasks.publish import check_destination, publish
 from tasks.respond import generate_responses
 from tasks.rows import drop_duplicates, in_order
@@ -165,7 +166,10 @@ def instruct(
     # 5. Drop exact and near duplicates (ROUGE-L against every kept instruction, as the
     #    Self-Instruct paper filters), then save (and push).
     final, duplicates = drop_duplicates(answered_rows)
-    final, near_duplicates = drop_near_duplicates(final, "instruction", near_duplicate_threshold)
+    with stage_progress("near_duplicates", len(final), "rows", EXACT_UP_TO, log_every=10_000) as advance:
+        final, near_duplicates = drop_near_duplicates(
+            final, "instruction", near_duplicate_threshold, progress=advance
+        )
     ledger.drops += duplicates + near_duplicates
     return publish("instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned)
 

@@ -17,6 +17,7 @@ from pydantic import Field
 from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
+from tasks.progress import stage_progress
 from tasks.publish import check_destination, publish
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop
@@ -112,25 +113,28 @@ def self_instruct(
     ledger = Ledger()
     generated: list[Row] = []
     rounds: list[dict] = []
-    for round_ in range(1, max_rounds + 1):
-        if len(generated) >= num_instructions:
-            break
-        result = bootstrap_instructions(
-            generated,
-            batch_index=round_,
-            round=round_,
-            seed_tasks=seed_rows,
-            prompts_per_round=prompts_per_round,
-            num_seed_examples=num_seed_examples,
-            num_generated_examples=num_generated_examples,
-            similarity_threshold=similarity_threshold,
-            seed=seed,
-            params=bootstrap_params,
-            **common,
-        )
-        generated += ledger.rows(result, STAGE)
-        rounds.append({"round": round_, "kept": len(result["rows"]), "dropped": len(result["drops"])})
-        logger.info("Round %d: kept %d, dropped %d", round_, len(result["rows"]), len(result["drops"]))
+    with stage_progress(STAGE, num_instructions, "instructions", log_every=num_instructions) as advance:
+        for round_ in range(1, max_rounds + 1):
+            if len(generated) >= num_instructions:
+                break
+            result = bootstrap_instructions(
+                generated,
+                batch_index=round_,
+                round=round_,
+                seed_tasks=seed_rows,
+                prompts_per_round=prompts_per_round,
+                num_seed_examples=num_seed_examples,
+                num_generated_examples=num_generated_examples,
+                similarity_threshold=similarity_threshold,
+                seed=seed,
+                params=bootstrap_params,
+                **common,
+            )
+            kept = ledger.rows(result, STAGE)
+            advance(min(len(kept), num_instructions - len(generated)))  # the bar counts kept ones
+            generated += kept
+            rounds.append({"round": round_, "kept": len(result["rows"]), "dropped": len(result["drops"])})
+            logger.info("Round %d: kept %d, dropped %d", round_, len(result["rows"]), len(result["drops"]))
     if len(generated) < num_instructions:
         logger.warning(
             "Stopped after %d rounds with %d of %d instructions", max_rounds, len(generated), num_instructions

@@ -3,7 +3,8 @@
 A batch is the unit of caching and of resume: a crash costs at most the batches in flight. A batch
 that still fails after its retries is split into single rows so that one bad row cannot sink its
 neighbours (fault isolation); rows that fail alone become failure records, the run completes, and
-because a failure is never cached the next run tries them again.
+because a failure is never cached the next run tries them again. Each stage shows its progress
+(`tasks/progress.py`): a bar on a terminal, a log line per finished batch otherwise.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from prefect import Task, get_run_logger, unmapped
+from prefect import Task, unmapped
 from prefect.futures import PrefectFuture, as_completed, wait
+
+from tasks.progress import stage_progress
 
 Row = dict[str, Any]
 
@@ -24,10 +27,9 @@ def chunk(rows: Sequence[Row], size: int) -> list[list[Row]]:
 def _submit(task: Task, batches: list[list[Row]], names: list[str], params: dict) -> list[PrefectFuture]:
     futures = task.map(batches, batch_index=names, **{k: unmapped(v) for k, v in params.items()})
     # Every batch ends before any result is read, so no finished work is thrown away.
-    if len(futures) > 1:
-        logger = get_run_logger()
-        for done, _ in enumerate(as_completed(futures), start=1):
-            logger.info("%s: %d/%d batches done", task.name, done, len(futures))
+    with stage_progress(task.name, len(futures)) as advance:
+        for _ in as_completed(futures):
+            advance(1)
     wait(futures)
     return futures
 

@@ -109,6 +109,11 @@ def rouge_l_tokens(ta: list[str], tb: list[str]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def check_threshold(threshold: float) -> None:
+    if not 0 < threshold <= 1:
+        raise ValueError(f"A ROUGE-L threshold must be in (0, 1], got {threshold}.")
+
+
 def no_gain(candidate: str, parent: str, threshold: float = 0.9) -> str | None:
     """Evol-Instruct's first elimination rule, heuristically: the evolution is the parent again
     (`near_identical`) or only a subset of its words (`no_new_information`)."""

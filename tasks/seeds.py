@@ -8,6 +8,7 @@ Bad input stops here, before any model call, with a message that names the probl
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +53,51 @@ def _text_records(path: Path, column: str) -> list[dict[str, Any]]:
     return [{column: b} for b in blocks if b]
 
 
+def _hub_error(source: str, err: Exception) -> SeedError:
+    """What went wrong loading `source` from the Hub, and what to do about it."""
+    from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub import constants
+
+    if isinstance(err, DatasetNotFoundError):
+        return SeedError(
+            f"Seeds {source!r}: no such dataset on the Hugging Face Hub, or it is private or gated "
+            f"({err}). Check the dataset id (owner/name), or set HF_TOKEN to a token that can read it."
+        )
+    if isinstance(err, ConnectionError) and constants.HF_HUB_OFFLINE:
+        return SeedError(
+            f"Seeds {source!r} are not in the local Hugging Face cache, and HF_HUB_OFFLINE is set. "
+            "Unset HF_HUB_OFFLINE to download them, or pass a local .jsonl/.txt file or saved dataset "
+            "directory instead."
+        )
+    if isinstance(err, ConnectionError):  # what `datasets` raises when the Hub cannot be reached
+        return SeedError(
+            f"Cannot reach the Hugging Face Hub ({constants.ENDPOINT}) to load seeds {source!r}, and no "
+            "copy is cached. Check your network connection (or HF_ENDPOINT and proxy settings), or "
+            "pass a local .jsonl/.txt file or saved dataset directory instead."
+        )
+    return SeedError(
+        f"Cannot load seeds {source!r}: it is not a local file or directory, and loading it as a Hub "
+        f"dataset failed ({type(err).__name__}: {err}). Check the path, or the dataset id and HF_TOKEN."
+    )
+
+
 def _dataset_records(source: str) -> list[dict[str, Any]]:
     import datasets
 
     if Path(source).is_dir():
         data = datasets.load_from_disk(source)
     else:
+        # huggingface_hub logs each retry of a failed request twice (its handler and the root's);
+        # the error below says what failed and what to do instead.
+        hub_logger = logging.getLogger("huggingface_hub")
+        level = hub_logger.level
+        hub_logger.setLevel(logging.ERROR)
         try:
             data = datasets.load_dataset(source)
-        except Exception as err:  # offline, private, misspelled: all the user can fix the same way
-            raise SeedError(
-                f"Cannot load seeds {source!r}: it is not a local file or directory, and loading it "
-                f"as a Hub dataset failed ({type(err).__name__}: {err}). Check the path, or the "
-                "dataset id and your network/HF_TOKEN."
-            ) from None
+        except Exception as err:  # offline, private, misspelled: each gets its own fix
+            raise _hub_error(source, err) from None
+        finally:
+            hub_logger.setLevel(level)
     if isinstance(data, datasets.DatasetDict):
         data = data["train"] if "train" in data else next(iter(data.values()))
     return list(data)

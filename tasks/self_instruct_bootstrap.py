@@ -28,7 +28,7 @@ from tasks.filters import (
     starts_with_punctuation,
     unsupported_keyword,
 )
-from tasks.near_duplicates import NearDuplicateIndex
+from tasks.near_duplicates import Index, near_duplicate_index
 from tasks.rows import Row, drop, stable_id, with_stage
 
 STAGE = "self_instruct_bootstrap"
@@ -102,7 +102,7 @@ def _drop(reason: str, round_: int, text: str, **extra: Any) -> dict[str, Any]:
 
 
 def admit(
-    candidates: list[str], pool: NearDuplicateIndex, threshold: float, round_: int
+    candidates: list[str], pool: Index, threshold: float, round_: int
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """The candidates that pass `check_candidate` and are not similar to the pool (which each
     kept one joins at once, so a round cannot keep two near-copies); drops name the reason."""
@@ -145,7 +145,7 @@ def bootstrap_instructions(
     ]
     round_params = params.model_copy(update={"seed": params.seed + round})
     outputs = get_backend(backend, model).generate([build_prompt(s) for s in samples], round_params)
-    pool = NearDuplicateIndex(r["instruction"] for r in [*seed_tasks, *generated])
+    pool = near_duplicate_index([r["instruction"] for r in [*seed_tasks, *generated]], similarity_threshold)
     base = {"model": model, "backend": backend}
     rows, drops = [], []
     for examples, out in zip(samples, outputs):

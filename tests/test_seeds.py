@@ -1,9 +1,18 @@
+import io
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from tasks.seeds import DEFAULT_SEEDS, SeedError, load_seeds
+from tests.hub_server import SHA, FakeHub
 
 
 def write(tmp_path, name, content: str | bytes):
@@ -68,3 +77,104 @@ def test_bad_seed_input_names_the_problem_and_the_fix(tmp_path, name, content, c
     source = write(tmp_path, name, content) if name else str(tmp_path / "missing.jsonl")
     with pytest.raises(SeedError, match=message):
         load_seeds(source, column=column)
+
+
+# Seeds from a Hub dataset id, for real: `datasets.load_dataset` against a stand-in Hub on loopback
+# (tests/hub_server.py). A subprocess, because `datasets` reads HF_ENDPOINT and HF_HOME at import.
+
+ROOT = Path(__file__).resolve().parents[1]
+LOAD = "import json, sys; from tasks.seeds import load_seeds; print(json.dumps(load_seeds(*sys.argv[1:])))"
+PASSAGES = {
+    "id": ["tides", "bees"],
+    "passage": ["Tides rise twice a day.", "Bees dance."],
+    "topic": ["sea", "bees"],
+}
+
+
+def parquet(columns: dict[str, list]) -> bytes:
+    out = io.BytesIO()
+    pq.write_table(pa.table(columns), out)
+    return out.getvalue()
+
+
+REPOS = {
+    "card-and-parquet": {  # the layout `push_to_hub` writes
+        "README.md": b"---\nlicense: mit\n---\n# Seed passages\n",
+        "data/train-00000-of-00001.parquet": parquet(PASSAGES),
+    },
+    "bare-jsonl": {  # no dataset card: `datasets` asks the repo info API instead
+        "train.jsonl": "".join(
+            json.dumps({k: v[i] for k, v in PASSAGES.items()}) + "\n" for i in range(2)
+        ).encode(),
+    },
+}
+
+
+def load_from_hub(endpoint: str, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", LOAD, *args],
+        cwd=ROOT,
+        env={**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("layout", REPOS)
+def test_seeds_load_from_a_hub_dataset_id_with_the_chosen_column(tmp_path, layout):
+    with FakeHub({"me/seeds": REPOS[layout]}) as hub:
+        result = load_from_hub(hub.url, tmp_path / "hf", "me/seeds", "passage")
+        assert result.returncode == 0, result.stderr
+        seeds = json.loads(result.stdout)
+        assert seeds == [
+            {"seed_id": "tides", "context": "Tides rise twice a day."},
+            {"seed_id": "bees", "context": "Bees dance."},
+        ]
+        data_file = next(path for path in REPOS[layout] if not path.endswith(".md"))
+        assert any(r.startswith("GET ") and r.endswith(f"/resolve/{SHA}/{data_file}") for r in hub.requests)
+
+        wrong = load_from_hub(hub.url, tmp_path / "hf", "me/seeds", "context")
+        assert "me/seeds, record 0: no 'context' column (found ['id', 'passage', 'topic'])" in wrong.stderr
+        assert "Pass --seed-column" in wrong.stderr
+
+    # The Hub gone, the cached copy still loads offline.
+    cached = load_from_hub(hub.url, tmp_path / "hf", "me/seeds", "passage", HF_HUB_OFFLINE="1")
+    assert json.loads(cached.stdout) == seeds
+
+
+def test_a_dataset_the_hub_does_not_have_names_the_problem_and_the_fix(tmp_path):
+    with FakeHub({"me/other": REPOS["bare-jsonl"]}) as hub:
+        result = load_from_hub(hub.url, tmp_path / "hf", "me/seeds")
+    assert "SeedError: Seeds 'me/seeds': no such dataset on the Hugging Face Hub" in result.stderr
+    assert "Check the dataset id (owner/name), or set HF_TOKEN" in result.stderr
+
+
+def test_offline_mode_without_a_cached_copy_says_to_unset_it(tmp_path):
+    result = load_from_hub("http://127.0.0.1:9", tmp_path / "hf", "me/seeds", HF_HUB_OFFLINE="1")
+    assert "not in the local Hugging Face cache, and HF_HUB_OFFLINE is set" in result.stderr
+
+
+def test_an_unreachable_hub_ends_the_cli_in_one_clear_line(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    result = subprocess.run(  # huggingface_hub retries a refused connection for about 25 s first
+        [sys.executable, "flows/instruct.py", "--backend", "fake", "--seeds", "me/seeds"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "HF_ENDPOINT": endpoint,
+            "HF_HOME": str(tmp_path / "hf"),
+            "PREFECT_HOME": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: Cannot reach the Hugging Face Hub ({endpoint}) to load seeds 'me/seeds', and no copy is "
+        "cached. Check your network connection (or HF_ENDPOINT and proxy settings), or pass a local "
+        ".jsonl/.txt file or saved dataset directory instead."
+    )

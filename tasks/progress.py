@@ -1,0 +1,100 @@
+"""Progress of a long stage on the command line: a live progress bar while the console is a
+terminal, plain log lines otherwise (CI, deployments, pytest, a log file), where a bar's control
+codes would only be noise.
+
+The bar is drawn on the Console of Prefect's own console log handler (rich, which Prefect already
+uses): rich then prints each log line above the bar, whole, instead of through it, and clears the
+bar when the stage ends (transient), so what stays on screen is the log, plus one line with the
+stage's count and time. `stage_progress` yields `advance(n)`; the stage calls it as work finishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
+from prefect.logging.handlers import PrefectConsoleHandler
+from rich.console import Console
+from rich.default_styles import DEFAULT_STYLES
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.theme import Theme
+
+_BAR_STYLES = Theme({k: v for k, v in DEFAULT_STYLES.items() if k.startswith(("bar.", "progress."))})
+
+
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except MissingContextError:  # outside a flow: a notebook, a benchmark
+        return logging.getLogger("instructforge")
+
+
+def terminal_console() -> Console | None:
+    """The Console of Prefect's console log handler when it writes to a terminal, else None."""
+    for logger in (logging.getLogger(), logging.getLogger("prefect")):
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                console = handler.console
+                return console if console.is_terminal and not console.is_dumb_terminal else None
+    return None
+
+
+@contextmanager
+def stage_progress(
+    stage: str,
+    total: int,
+    unit: str = "batches",
+    min_total: int = 2,
+    log_every: int = 1,
+    console: Console | None = None,
+) -> Iterator[Callable[[int], None]]:
+    """Yields `advance(n=1)`, to call as `n` of the stage's `total` units finish. A terminal gets a
+    bar (on `console`, default: Prefect's, if it is a terminal); anything else a log line each
+    `log_every` units and at the end. Stages under `min_total` units show nothing."""
+    logger, done, start = _logger(), 0, time.perf_counter()
+    console = console or terminal_console()
+    if total < min_total:
+        yield lambda n=1: None
+        return
+    if console is None:
+
+        def log(n: int = 1) -> None:
+            nonlocal done
+            before, done = done, done + n
+            if done == total or done // log_every > before // log_every:
+                logger.info("%s: %d/%d %s done", stage, done, total, unit)
+
+        yield log
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    # Prefect's console has only its own log styles; the bar's come from rich's defaults.
+    with console.use_theme(_BAR_STYLES), Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(stage, total=total)
+
+        def advance(n: int = 1) -> None:
+            nonlocal done
+            done += n
+            progress.advance(task, n)
+
+        yield advance
+    logger.info("%s: %d/%d %s done in %.1f s", stage, done, total, unit, time.perf_counter() - start)

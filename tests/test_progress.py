@@ -1,0 +1,132 @@
+"""Progress on the command line: a bar per long stage on a terminal (a run under a pseudo-terminal
+ends with a clean screen: every log line whole, no bar left over), plain per-batch log lines
+anywhere else, and no traceback or warning either way."""
+
+import io
+import logging
+import os
+import pty
+import re
+import select
+import subprocess
+import time
+
+import pytest
+from rich.console import Console
+
+from tasks.progress import stage_progress
+from tests.conftest import cli_command, cli_env
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+ARGS = ("--backend", "fake", "--num-instructions", "2", "--batch-size", "2")
+CONTROL = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
+
+
+def run_in_terminal(command: list[str], env: dict[str, str], timeout: float = 300) -> tuple[int, str]:
+    """Run `command` with stdin, stdout and stderr on a pseudo-terminal; its exit code and output."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([leader], [], [], 0.5)[0]:
+            try:
+                data = os.read(leader, 1 << 16)
+            except OSError:  # the other end closed: the process is gone
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif process.poll() is not None:
+            break
+    os.close(leader)
+    return process.wait(timeout=10), b"".join(chunks).decode("utf-8", "replace")
+
+
+def screen(output: str) -> list[str]:
+    """What a terminal shows after `output`: text, carriage returns, newlines, and the controls
+    rich's live display uses (erase line, cursor up; colours and cursor visibility ignored)."""
+    lines, row, column = [""], 0, 0
+    for part in re.split(r"(\x1b\[[0-9;?]*[A-Za-z]|\r|\n)", output):
+        if part == "\r":
+            column = 0
+        elif part == "\n":
+            row += 1
+            lines += [""] * (row + 1 - len(lines))
+        elif control := CONTROL.fullmatch(part):
+            if control[2] == "K":
+                lines[row], column = "", 0
+            elif control[2] == "A":
+                row = max(0, row - int(control[1] or 1))
+        elif part:
+            line = lines[row].ljust(column)
+            lines[row] = line[:column] + part + line[column + len(part) :]
+            column += len(part)
+    return lines
+
+
+def test_a_terminal_shows_a_bar_per_stage_and_is_left_clean(tmp_path):
+    env = cli_env(tmp_path / "results", TERM="xterm-256color", COLUMNS="120")
+    code, output = run_in_terminal(cli_command(*ARGS, "--output-dir", str(tmp_path / "out")), env)
+    shown = screen(output)
+    text = "\n".join(shown)
+    assert code == 0, text
+    plain = CONTROL.sub("", output)
+    for stage in ("self_instruct", "evol_instruct", "respond"):
+        total = re.search(rf"{stage}: (\d+)/\1 batches done in", text)[1]  # the stage's closing line
+        assert re.search(rf"{stage} ━+ +{total}/{total} batches", plain)  # its bar reached N/N
+    assert "━" not in text  # every bar cleared when its stage ended
+    finished = [line for line in shown if "Task run 'respond[" in line]
+    assert len(finished) > 1 and all(
+        re.fullmatch(r"[\d:.]+ \| INFO +\| Task run 'respond\[\d+\]' - Finished in state Completed\(\)", line)
+        for line in finished
+    )  # Prefect's log lines whole, each on its own line, none drawn through a bar
+    for noise in ("Traceback", "Warning", "WARNING", "ERROR"):
+        assert noise not in text
+
+
+def test_anything_else_gets_a_log_line_per_batch_and_no_bar(tmp_path):
+    env = cli_env(tmp_path / "results", TERM="xterm-256color")
+    result = subprocess.run(
+        cli_command(*ARGS, "--output-dir", str(tmp_path / "out")),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    console = result.stdout + result.stderr
+    assert result.returncode == 0, console
+    assert re.search(r"respond: 1/(\d+) batches done\n", console)
+    assert re.search(r"respond: (\d+)/\1 batches done\n", console)
+    assert "━" not in console and "\x1b[" not in console
+    assert "Traceback" not in console
+
+
+def test_the_bar_counts_to_the_total_on_a_forced_terminal():
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    with stage_progress("respond", 3, console=console) as advance:
+        for _ in range(3):
+            advance(1)
+    assert "respond" in out.getvalue() and "3/3 batches" in CONTROL.sub("", out.getvalue())
+
+
+def test_without_a_terminal_it_logs_every_step_and_the_end(caplog, monkeypatch):
+    monkeypatch.setattr("tasks.progress.terminal_console", lambda: None)
+    with caplog.at_level(logging.INFO, logger="instructforge"):
+        with stage_progress("near_duplicates", 25, "rows", log_every=10) as advance:
+            for _ in range(25):
+                advance(1)
+    assert [r.getMessage() for r in caplog.records] == [
+        "near_duplicates: 10/25 rows done",
+        "near_duplicates: 20/25 rows done",
+        "near_duplicates: 25/25 rows done",
+    ]
+
+
+def test_a_stage_under_its_minimum_shows_nothing(caplog):
+    with caplog.at_level(logging.INFO, logger="instructforge"):
+        with stage_progress("respond", 1) as advance:
+            advance(1)
+    assert caplog.records == []
