@@ -125,3 +125,22 @@ def test_prefill_runs_keep_padding_and_size_bounded():
         assert all(len(r.prompt) - 20 >= (1 - engine._PADDING) * width for r in chunk)
         assert len(chunk) * width <= engine._PREFILL_TOKENS or len(chunk) == 1
     assert len(chunks) < 12
+
+
+def test_the_cache_gets_slots_as_requests_arrive_and_keeps_running_rows():
+    backend = TransformersBackend(EMBEDDED_MODEL, batch_size=64)
+    params = GenerationParams(max_new_tokens=20, temperature=0.0)
+    alone = [g.text for g in backend.generate(PROMPTS[:3], params)]
+    assert backend.engine.cache.slots == 8  # three rows: the smallest cache, not 64 slots
+    many = [
+        [{"role": "user", "content": f"Name a fruit that starts with the letter {c}."}]
+        for c in "ABCDEFGHIJKL"
+    ]
+    expected = [g.text for g in backend.generate(many, params)]
+    results = {}
+    first = threading.Thread(target=lambda: results.update(a=backend.generate(PROMPTS[:3], params)))
+    first.start()
+    results["b"] = backend.generate(many, params)  # arrives while the first rows decode
+    first.join()
+    assert [g.text for g in results["a"]] == alone and [g.text for g in results["b"]] == expected
+    assert backend.engine.cache.slots == 16

@@ -57,12 +57,14 @@ class SlotCache:
     def slots(self) -> int:
         return self.k.shape[1]
 
-    def grow(self, length: int) -> None:
-        """Longer slots, keeping what is stored (rare: only when a longer request arrives)."""
+    def resize(self, slots: int, length: int, keep: int) -> None:
+        """`slots` slots of `length` tokens, keeping the first `keep` slots' stored positions (the
+        running sequences): more slots as more requests arrive, longer ones for a longer request."""
         for name in ("k", "v"):
             old = getattr(self, name)
-            new = old.new_zeros((*old.shape[:3], length, old.shape[4]))
-            new[:, :, :, : old.shape[3]] = old
+            new = old.new_zeros((old.shape[0], slots, old.shape[2], length, old.shape[4]))
+            used = min(old.shape[3], length)
+            new[:, :keep, :, :used] = old[:, :keep, :, :used]
             setattr(self, name, new)
 
     def read(self, slot: int, used: int) -> tuple[torch.Tensor, torch.Tensor]:

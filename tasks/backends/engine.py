@@ -25,6 +25,7 @@ _ALIGN = 128  # cache length grows in steps of this many tokens
 # First allocation: a prompt plus a 256-token response fits, so the cache rarely has to grow (a
 # grow zero-fills a new cache of up to a few GB: seconds).
 _FIRST_LENGTH = 512
+_MIN_SLOTS = 8  # the smallest cache allocated (more as requests arrive)
 _RECHECK_S = 20.0  # how often the thread count is measured again (other processes come and go)
 _MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest
 _PADDING = 0.15  # most padding a prompt may get in a prefill run
@@ -33,8 +34,8 @@ _PREFILL_TOKENS = 8192  # most positions in one prefill run
 
 def cache_budget(device: torch.device) -> float:
     """Bytes the KV cache may take: `INSTRUCTFORGE_KV_CACHE_GB`, else a quarter of the machine's
-    memory on CPU (6 GB of 24 here: 128 slots of 1,024 tokens for the 135M model) and 40% of the
-    free memory on a GPU."""
+    memory on CPU (6 GB of 24 here: 256 slots of 512 tokens for the 135M model) and 40% of the free
+    memory on a GPU."""
     if os.environ.get("INSTRUCTFORGE_KV_CACHE_GB"):
         return float(os.environ["INSTRUCTFORGE_KV_CACHE_GB"]) * 2**30
     if device.type == "cuda":
@@ -129,6 +130,9 @@ class Engine:
     def _run(self) -> None:
         tokens = lengths = seen = None
         while True:
+            queued = len(self.running) + len(self.waiting)
+            if self.cache is not None and self.waiting and self.cache.slots < min(self.max_slots, queued):
+                self._make_room(self.cache.length, queued)  # more requests than slots: add slots
             free = self.slots - len(self.running)
             if self.waiting and (free >= min(self.refill, self.slots) or not self.running):
                 tokens, lengths, seen = self._admit(free, tokens, lengths, seen)
@@ -146,7 +150,8 @@ class Engine:
     def _admit(self, free, tokens, lengths, seen):
         with self._wake:
             group = [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
-        room = self._make_room(max(len(r.prompt) + r.max_new_tokens for r in group))
+        demand = len(self.running) + len(group) + len(self.waiting)
+        room = self._make_room(max(len(r.prompt) + r.max_new_tokens for r in group), demand)
         keep = self.slots - len(self.running) if room else 0
         if keep < len(group):  # a longer request needs a bigger cache: it waits at the front
             with self._wake:
@@ -231,22 +236,27 @@ class Engine:
             seen[i, r.prompt + r.tokens] = True
         return seen
 
-    def _make_room(self, need: int) -> bool:
-        """A cache of at least `need` tokens per slot within the memory budget: grown in place when
-        that fits, else reallocated with fewer slots once the running sequences have finished
-        (returns False until then: the caller waits). The slot count is budget // slot size."""
-        if self.cache is not None and self.cache.length >= need:
-            return True
-        length = max(-(-need // _ALIGN) * _ALIGN, _FIRST_LENGTH)
+    def _make_room(self, need: int, demand: int) -> bool:
+        """A cache of at least `need` tokens per slot and enough slots for `demand` sequences (rounded
+        up to a power of two, at most `max_slots`), within the memory budget. Slots are added as
+        requests arrive, so a small job allocates a small cache; the running sequences are copied
+        over. When a longer request leaves room for fewer slots than are running, returns False
+        until enough have finished (the caller waits)."""
         per_token, budget = SlotCache.bytes_per_token(self.net.lm), cache_budget(self.device)
-        if self.cache is not None and self.running:
-            if self.cache.slots * length * per_token > budget:
-                return False
-            self.cache.grow(length)
+        long_enough = self.cache is not None and self.cache.length >= need
+        length = self.cache.length if long_enough else max(-(-need // _ALIGN) * _ALIGN, _FIRST_LENGTH)
+        fit = max(1, int(budget // (per_token * length)))
+        want = min(self.max_slots, fit, max(_MIN_SLOTS, 1 << (demand - 1).bit_length()))
+        if long_enough and self.cache.slots >= want:
             return True
-        self.cache = None  # release the old cache before allocating the new one
-        self.slots = max(1, min(self.max_slots, int(budget // (per_token * length))))
-        self.cache = SlotCache(self.net.lm, self.slots, length)
+        if self.cache is None or not self.running:
+            self.cache = None  # release the old cache before allocating the new one
+            self.cache = SlotCache(self.net.lm, want, length)
+        elif want < len(self.running):
+            return False
+        else:
+            self.cache.resize(want, length, keep=len(self.running))
+        self.slots = want
         return True
 
     def _advance(self, chosen: list[int], lengths, seen, start: int = 0):

@@ -22,7 +22,7 @@ from tasks.backends.engine import Engine, Request
 from tasks.backends.sampling import RowSampler
 
 # Sequences decoding together on the engine; measured in bench/generation.py (README, "Speed").
-DEFAULT_SLOTS = 128
+DEFAULT_SLOTS = 256
 
 # End-of-turn tokens of common chat-template families; whichever the vocabulary has also stops.
 _END_OF_TURN = ["<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>", "</s>"]
