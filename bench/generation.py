@@ -15,8 +15,8 @@ the response step renders them; greedy; up to --max-new-tokens each):
 4. Prefect's overhead on a --flow-rows-row response run: the flow's wall time minus the time spent
    inside the backend, with a zero-cost backend, as a share of that plus the time our backend needs
    to generate those rows (an upper bound: with a real model, bookkeeping overlaps generation);
-5. peak RSS, and how much the resident memory grew while our backend generated every row (the
-   slot cache is allocated before; rows only lengthen the queue, so this should stay near 0).
+5. peak RSS, and how much the resident memory grew over the sampled run, which starts with the
+   slot cache at full size (rows only lengthen the queue, so this should stay near 0).
 The last line is one JSON object, for comparing runs over time.
 """
 
@@ -138,9 +138,8 @@ def main() -> None:
     backend.generate(prompts[:2], params.model_copy(update={"max_new_tokens": 4}))  # warm up, allocate
     naive_tok_s, naive_texts = naive(backend, prompts[: args.naive_prompts], params)
     print(f"naive (1 at a time)   {naive_tok_s:8.1f} tok/s  (the better thread count)")
-    resident = resident_mb()
     ours_tok_s, rows_s, texts = ours(backend, prompts, params)
-    growth = resident_mb() - resident
+    resident, growth = resident_mb(), None
     same = sum(a == b for a, b in zip(naive_texts, texts))
     print(
         f"ours ({backend.engine.slots if backend.engine else backend.batch_size} slots)       "
@@ -154,6 +153,7 @@ def main() -> None:
     if args.sampled_prompts:  # what the flows run: temperature 0.7, top-p 0.9
         sampling = params.model_copy(update={"temperature": 0.7, "top_p": 0.9})
         sampled_tok_s, _, _ = ours(backend, prompts[: args.sampled_prompts], sampling)
+        growth = resident_mb() - resident
         print(
             f"ours, sampled          {sampled_tok_s:8.1f} tok/s  (temperature 0.7, top-p 0.9; "
             f"{args.sampled_prompts} prompts) = {sampled_tok_s / naive_tok_s:.1f}x naive greedy"
@@ -167,7 +167,8 @@ def main() -> None:
         f"{overhead_s + gen_s:.0f} s run"
     )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak RSS              {rss:8.0f} MB; resident memory grew {growth:.0f} MB over our run")
+    grew = "" if growth is None else f"; resident memory grew {growth:.0f} MB over the sampled run"
+    print(f"peak RSS              {rss:8.0f} MB{grew}")
     print(
         json.dumps(
             {
@@ -183,7 +184,7 @@ def main() -> None:
                 "prefect_overhead": round(share, 4),
                 "prefect_overhead_s": round(overhead_s, 2),
                 "peak_rss_mb": round(rss),
-                "rss_growth_mb": round(growth),
+                "rss_growth_mb": growth and round(growth),
                 "prompts": len(prompts),
                 "max_new_tokens": args.max_new_tokens,
                 "threads": DEFAULT_THREADS,
