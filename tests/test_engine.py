@@ -144,3 +144,31 @@ def test_the_cache_gets_slots_as_requests_arrive_and_keeps_running_rows():
     first.join()
     assert [g.text for g in results["a"]] == alone and [g.text for g in results["b"]] == expected
     assert backend.engine.cache.slots == 16
+
+
+def test_each_step_runs_on_the_thread_count_measured_for_its_size(monkeypatch):
+    """One thread can be faster for a few rows; that choice must not carry over to the next call's
+    prefill of thousands of positions (it had: prefill ran at half speed for 20 s)."""
+    import torch
+
+    backend = TransformersBackend(EMBEDDED_MODEL, batch_size=8)
+    engine = backend.engine
+    if engine.max_threads == 1 or engine._fixed_threads:
+        pytest.skip("needs more than one thread to choose from")
+    monkeypatch.setattr(engine, "_fastest_threads", lambda rows: 1 if rows <= 2 else engine.max_threads)
+    used = []
+    for name in ("prefill", "decode"):
+        step = getattr(engine.net, name)
+
+        def record(*args, _step=step, _name=name, **kwargs):
+            size = args[2].numel()  # prefill: the prompt ids; decode: one token a row
+            used.append((_name, size, torch.get_num_threads()))
+            return _step(*args, **kwargs)
+
+        monkeypatch.setattr(engine.net, name, record)
+    params = GenerationParams(max_new_tokens=6, temperature=0.0)
+    backend.generate(PROMPTS[:1], params)  # one row decodes on one thread
+    backend.generate(PROMPTS, params)
+    assert ("decode", 1, 1) in used
+    big = [(name, size, threads) for name, size, threads in used if size > 2]
+    assert big and all(threads == engine.max_threads for _, _, threads in big)

@@ -30,6 +30,7 @@ _RECHECK_S = 20.0  # how often the thread count is measured again (other process
 _MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest
 _PADDING = 0.15  # most padding a prompt may get in a prefill run
 _PREFILL_TOKENS = 8192  # most positions in one prefill run
+_MEASURED_ROWS = 256  # thread counts are measured at up to this many rows (more: as many)
 
 
 def cache_budget(device: torch.device) -> float:
@@ -94,7 +95,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self.max_threads = torch.get_num_threads()
         self._fixed_threads = os.environ.get("INSTRUCTFORGE_THREADS")
-        self._checked = 0.0
+        self._threads: dict[int, tuple[int, float]] = {}  # rows bucket -> (threads, when measured)
         self.prefix: list[int] = []  # the shared prompt prefix whose keys and values are kept
         self.prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None
         self.stats = {"steps": 0, "row_steps": 0, "prefill_tokens": 0}
@@ -138,8 +139,7 @@ class Engine:
                 tokens, lengths, seen = self._admit(free, tokens, lengths, seen)
             if not self.running:
                 return
-            if time.monotonic() - self._checked > _RECHECK_S:
-                self._right_size_threads(len(self.running))
+            self._right_size_threads(len(self.running))
             logits = self.net.decode(self.cache, tokens, lengths)
             self.stats["steps"] += 1
             self.stats["row_steps"] += len(self.running)
@@ -181,6 +181,7 @@ class Engine:
             ids[i, : len(r.prompt) - start] = torch.tensor(r.prompt[start:])
         rest = torch.tensor([len(r.prompt) - start for r in chunk], device=self.device)
         self.stats["prefill_tokens"] += int(rest.sum())
+        self._right_size_threads(ids.numel())
         return self.net.prefill(self.cache, first, ids.to(self.device), rest, start)
 
     def _shared_prefix(self, group: list[Request], first: int) -> int:
@@ -206,14 +207,25 @@ class Engine:
         return len(self.prefix)
 
     def _right_size_threads(self, rows: int) -> None:
-        """Use as many threads as make a decode-shaped matmul fastest right now. On cores shared
-        with other processes, every parallel op waits for its slowest thread: a decode step ran 5-10x
-        slower on 2 threads than on 1 here under load, and about 1.8x faster when the machine was
-        quiet. `INSTRUCTFORGE_THREADS` fixes the count instead."""
-        self._checked = time.monotonic()
+        """Use as many threads as make a matmul of `rows` rows fastest right now. One thread can win
+        on few rows (the naive baseline runs faster on 1 thread here) and on cores shared with
+        other processes, where every parallel op waits for its slowest thread (a decode step ran
+        5-10x slower on 2 threads than on 1 under load); a full batch or a prefill runs ~1.8x
+        faster on 2 when the machine is quiet. So the choice is measured per power-of-two number of
+        rows (a 2-row step must not leave the next 8,000-position prefill on one thread), and again
+        every `_RECHECK_S` seconds. `INSTRUCTFORGE_THREADS` fixes the count instead."""
         if self._fixed_threads or self.device.type != "cpu" or self.max_threads == 1:
             torch.set_num_threads(int(self._fixed_threads or self.max_threads))
             return
+        bucket = min(1 << max(rows - 1, 0).bit_length(), _MEASURED_ROWS)
+        measured = self._threads.get(bucket)
+        if measured is None or time.monotonic() - measured[1] > _RECHECK_S:
+            measured = self._threads[bucket] = self._fastest_threads(bucket), time.monotonic()
+        threads = measured[0]
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+    def _fastest_threads(self, rows: int) -> int:
         weight = self.net.body.layers[0].mlp.up_proj.weight
         x = torch.randn(rows, weight.shape[1], dtype=weight.dtype)
         best = {}
@@ -225,7 +237,7 @@ class Engine:
                 x @ weight.T
                 times.append(time.perf_counter() - start)
             best[threads] = min(times[1:])
-        torch.set_num_threads(min(best, key=best.get))
+        return min(best, key=best.get)
 
     def _penalized(self, requests: list[Request]) -> bool:
         return any(r.sampler.repetition_penalty != 1.0 for r in [*self.running, *requests])
@@ -251,7 +263,7 @@ class Engine:
             return True
         if self.cache is None or not self.running:
             self.cache = None  # release the old cache before allocating the new one
-            self.cache = SlotCache(self.net.lm, want, length)
+            self.cache = SlotCache(self.net.lm, want, length, zeroed=self.net.kernel is None)
         elif want < len(self.running):
             return False
         else:
