@@ -2,6 +2,10 @@
 lengths in one batch (grouped-query heads, a slot cache longer than any sequence), and decoding
 without it (`INSTRUCTFORGE_ATTENTION=torch`, or no compiler) still works."""
 
+import platform
+import shutil
+import subprocess
+
 import pytest
 import torch
 
@@ -27,15 +31,42 @@ def kernel():
     return lib
 
 
-@pytest.mark.parametrize("kv_heads,heads", [(3, 9), (2, 2), (1, 4)])
-def test_kernel_equals_per_sequence_attention(kernel, kv_heads, heads):
+@pytest.fixture(scope="module")
+def plain_kernel(tmp_path_factory):
+    """The kernel built without AVX2/FMA: the portable loops other CPUs run."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("needs an x86-64 C compiler")
+    library = tmp_path_factory.mktemp("plain") / "plain.so"
+    command = [
+        compiler,
+        "-O2",
+        "-mno-avx2",
+        "-mno-fma",
+        "-fPIC",
+        "-shared",
+        str(attention.SOURCE),
+        "-o",
+        str(library),
+        "-lm",
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    return attention.load(library)
+
+
+@pytest.mark.parametrize(
+    "kv_heads,heads,dim", [(3, 9, 64), (2, 2, 64), (1, 4, 64), (3, 9, 128), (2, 4, 80), (1, 2, 12)]
+)
+@pytest.mark.parametrize("build", ["kernel", "plain_kernel"])
+def test_kernel_equals_per_sequence_attention(build, kv_heads, heads, dim, request):
+    kernel = request.getfixturevalue(build)
     generator = torch.Generator().manual_seed(0)
-    slots, length, dim, n = 7, 40, 64, 5  # only the first n slots run; the rest hold stale values
+    slots, length, n = 7, 40, 5  # only the first n slots run; the rest hold stale values
     keys = torch.randn(slots, kv_heads, length, dim, generator=generator)
     values = torch.randn(slots, kv_heads, length, dim, generator=generator)
     q = torch.randn(n, heads, 1, dim, generator=generator)
     k, v = (torch.randn(n, kv_heads, 1, dim, generator=generator) for _ in range(2))
-    lengths = torch.tensor([1, 40, 17, 3, 29])
+    lengths = torch.tensor([1, 40, 17, 3, 32])  # whole blocks of 8 positions and partial ones
     expected_keys, expected_values = keys.clone(), values.clone()
     for i, length in enumerate(lengths.tolist()):  # the step's own key and value join the cache
         expected_keys[i, :, length - 1], expected_values[i, :, length - 1] = k[i, :, 0], v[i, :, 0]
@@ -43,6 +74,16 @@ def test_kernel_equals_per_sequence_attention(kernel, kv_heads, heads):
     expected = torch_attention(q, expected_keys, expected_values, lengths, 0.125)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     assert torch.equal(keys, expected_keys) and torch.equal(values, expected_values)
+
+
+def test_far_apart_scores_give_zero_weight_not_nan(kernel):
+    """Scores 100+ below the largest (exp underflows) weigh nothing; the largest weighs 1."""
+    keys = torch.zeros(1, 1, 16, 8)
+    keys[0, 0, 5] = 30.0  # q . k = 240 against 0 elsewhere
+    values = torch.arange(16.0)[None, None, :, None].expand(1, 1, 16, 8).contiguous()
+    q, new = torch.ones(1, 1, 1, 8), torch.zeros(1, 1, 1, 8)
+    got = attention.decode_attention(kernel, q, new, new, keys, values, torch.tensor([16]), 1.0)
+    assert torch.equal(got, torch.full((1, 1, 1, 8), 5.0))
 
 
 def test_kernel_reads_only_each_sequence_positions(kernel):

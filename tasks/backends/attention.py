@@ -64,14 +64,13 @@ def _build() -> ctypes.CDLL | None:
                 log.info("No working C compiler (%s): decode attention runs in torch.", compiler)
                 return None
             os.replace(built, library)  # atomic: a concurrent process sees no half-written file
+    return load(library)
+
+
+def load(library: Path) -> ctypes.CDLL:
     kernel = ctypes.CDLL(str(library))
     kernel.decode_attention.argtypes = (
-        [ctypes.c_void_p] * 7
-        + [ctypes.c_int64] * 7
-        + [
-            ctypes.c_float,
-            ctypes.c_int,
-        ]
+        [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 7 + [ctypes.c_float, ctypes.c_int]
     )
     kernel.decode_attention.restype = ctypes.c_int
     return kernel
