@@ -23,11 +23,12 @@ run: setup
 	$(PY) flows/instruct.py $(ARGS)
 
 # Two workers, one test file each at a time: many tests wait on subprocesses, servers and retries.
+# The workers share the cores, so torch's waiting threads sleep rather than spin (OMP_WAIT_POLICY).
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 test-fast: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -17,11 +17,10 @@ DEFAULTS = {
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-    # torch's OpenMP threads spin while they wait for each other; on cores shared with other
-    # processes a spinning thread holds a core its partner needs, and a decode step (hundreds of
-    # small parallel ops) ran 8x slower on 2 threads than on 1 here. Passive waiting yields the
-    # core instead. Read once when torch loads, hence here (bench/generation.py measures it).
-    "OMP_WAIT_POLICY": "PASSIVE",
+    # Not set here: OMP_WAIT_POLICY. PASSIVE (threads sleep at once after each parallel op) made
+    # every one of a decode step's ~1,200 small ops wait for a thread to wake: steps ran 20-25%
+    # slower on a quiet machine (bench/generation.py). On cores shared with other processes the
+    # engine measures 1 thread against all and keeps the faster (tasks/backends/engine.py).
 }
 
 
