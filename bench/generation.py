@@ -93,13 +93,19 @@ def ours(backend, prompts, params) -> tuple[float, float, list[str]]:
     gens = backend.generate(prompts, params)
     elapsed = time.perf_counter() - start
     if engine:
-        steps, rows = (engine.stats[k] - before[k] for k in ("steps", "row_steps"))
-        prefilled = engine.stats["prefill_tokens"] - before["prefill_tokens"]
+        steps, rows, prefilled, decode_s, prefill_s = (
+            engine.stats[k] - before[k]
+            for k in ("steps", "row_steps", "prefill_tokens", "decode_s", "prefill_s")
+        )
         prompt_tokens = sum(g.prompt_tokens for g in gens)
         print(
             f"  decode steps {steps}, {rows / max(steps, 1):.1f} rows per step on average "
             f"({engine.slots} slots); prefilled {prefilled} of {prompt_tokens} prompt tokens "
             "(the rest was a shared prefix)"
+        )
+        print(
+            f"  of {elapsed:.1f} s: decode steps {decode_s:.1f} s ({rows / max(decode_s, 1e-9):.0f} tok/s "
+            f"while decoding), prefill {prefill_s:.1f} s, the rest {elapsed - decode_s - prefill_s:.1f} s"
         )
     return sum(g.completion_tokens for g in gens) / elapsed, len(gens) / elapsed, [g.text for g in gens]
 

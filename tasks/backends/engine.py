@@ -98,7 +98,9 @@ class Engine:
         self._threads: dict[int, tuple[int, float]] = {}  # rows bucket -> (threads, when measured)
         self.prefix: list[int] = []  # the shared prompt prefix whose keys and values are kept
         self.prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.stats = {"steps": 0, "row_steps": 0, "prefill_tokens": 0}
+        # counters for the benchmark: decode steps, rows summed over steps, prefilled positions, and
+        # seconds spent in decode steps and in prefill
+        self.stats = {"steps": 0, "row_steps": 0, "prefill_tokens": 0, "decode_s": 0.0, "prefill_s": 0.0}
 
     def submit(self, requests: list[Request]) -> list[Future]:
         with self._wake:
@@ -140,7 +142,9 @@ class Engine:
             if not self.running:
                 return
             self._right_size_threads(len(self.running))
+            began = time.perf_counter()
             logits = self.net.decode(self.cache, tokens, lengths)
+            self.stats["decode_s"] += time.perf_counter() - began
             self.stats["steps"] += 1
             self.stats["row_steps"] += len(self.running)
             lengths = lengths + 1
@@ -160,9 +164,10 @@ class Engine:
         if not group:
             return tokens, lengths, seen
         group.sort(key=lambda r: len(r.prompt), reverse=True)
-        first = len(self.running)
+        first, began = len(self.running), time.perf_counter()
         start = self._shared_prefix(group, first)
         logits = torch.cat([self._prefill(chunk, first + at, start) for at, chunk in _chunks(group, start)])
+        self.stats["prefill_s"] += time.perf_counter() - began
         plen = torch.tensor([len(r.prompt) for r in group], device=self.device)
         new_seen = self._seen(group) if seen is not None or self._penalized(group) else None
         if new_seen is not None and seen is None:
