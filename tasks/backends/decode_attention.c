@@ -15,6 +15,7 @@
  * scalar expf once per score (a quarter of a decode step went to this kernel). Here eight positions'
  * dot products run side by side, the exponentials are computed eight at a time, and each value row
  * is added into accumulators held in registers.
+ * (Prefetches never fault, so those reaching past a sequence's last position are harmless.)
  */
 #include <math.h>
 #include <stdint.h>
@@ -76,12 +77,20 @@ static inline __m256 sum8(const __m256 a[8]) {
                          _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-static void scores_vector(const float *query, const float *keys, float *scores, int64_t groups,
-                          int64_t dim, int64_t steps, int64_t stride, float scale) {
+/* Also prefetches: the values of each block of keys (read next, by mix_vector) and the keys 16
+ * positions ahead. The cache is read from memory, not from caches, and one stream at a time left
+ * the cores waiting: 15 -> 11 ns per position and head at 256 sequences here, near the ~46 GB/s
+ * this machine streams. */
+static void scores_vector(const float *query, const float *keys, const float *values, float *scores,
+                          int64_t groups, int64_t dim, int64_t steps, int64_t stride, float scale) {
     int64_t t = 0;
     __m256 factor = _mm256_set1_ps(scale);
     for (; t + 8 <= steps; t += 8) {
         const float *block = keys + t * dim;
+        for (int64_t line = 0; line < 8 * dim; line += 16) {
+            _mm_prefetch((const char *)(values + t * dim + line), _MM_HINT_T0);
+            _mm_prefetch((const char *)(keys + (t + 16) * dim + line), _MM_HINT_T0);
+        }
         for (int64_t g = 0; g < groups; g++) {
             const float *qg = query + g * dim;
             __m256 acc[8];
@@ -205,7 +214,7 @@ int decode_attention(const float *q, float *k, float *v, const float *new_k, con
             float *result = out + job * groups * dim;
 #if VECTOR
             if (vector) {
-                scores_vector(query, keys, scores, groups, dim, steps, stride, scale);
+                scores_vector(query, keys, values, scores, groups, dim, steps, stride, scale);
                 for (int64_t g = 0; g < groups; g++) softmax_vector(scores + g * stride, steps);
                 mix_vector(scores, values, result, groups, dim, steps, stride);
                 continue;
