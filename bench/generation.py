@@ -5,8 +5,9 @@
 
 It prints, for a fixed prompt set (instructions built from the shipped seed passages, rendered as
 the response step renders them; greedy; up to --max-new-tokens each):
-1. the fp32 matmul peak of this CPU and the compute ceiling it implies, in generated tokens/s
-   (a token costs about 2 x parameters FLOPs);
+1. the fp32 matmul peak of this CPU (the faster of torch's default matmul and oneDNN with a packed
+   weight) and the compute ceiling it implies, in generated tokens/s (a token costs about
+   2 x parameters FLOPs);
 2. the naive baseline: one prompt at a time through `model.generate` (what distilabel's
    TransformersLLM does), on the first --naive-prompts prompts (its rate does not depend on how
    many), at 1 thread and at torch's default, keeping the faster;
@@ -51,18 +52,27 @@ def thread_counts() -> list[int]:
     return sorted({1, DEFAULT_THREADS})
 
 
-def matmul_peak(size: int = 1536, seconds: float = 2.0) -> float:
+def matmul_peak(size: int = 1536, seconds: float = 2.0) -> dict[str, float]:
     """Best fp32 GFLOP/s of square matmuls over a few seconds at each thread count (the best run is
-    the least disturbed by other processes)."""
+    the least disturbed by other processes), through torch's default matmul and through oneDNN with
+    the weight packed once (what the engine uses, tasks/backends/matmul.py): on CPUs not made by
+    Intel the default runs MKL's AVX2 code and can reach half of what the cores do. The machine's
+    peak is the faster of the two."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    best = 0.0
-    for threads in thread_counts():
-        torch.set_num_threads(threads)
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            start = time.perf_counter()
-            a @ b
-            best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    ways = {"torch": lambda: a @ b}
+    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        packed = torch.ops.mkldnn._reorder_linear_weight(b)
+        ways["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+    best = dict.fromkeys(ways, 0.0)
+    with torch.inference_mode():
+        for name, run in ways.items():
+            for threads in thread_counts():
+                torch.set_num_threads(threads)
+                end = time.perf_counter() + seconds
+                while time.perf_counter() < end:
+                    start = time.perf_counter()
+                    run()
+                    best[name] = max(best[name], 2 * size**3 / (time.perf_counter() - start) / 1e9)
     torch.set_num_threads(DEFAULT_THREADS)
     return best
 
@@ -137,10 +147,12 @@ def main() -> None:
     params_count = sum(p.numel() for p in backend.model.parameters())  # tied weights count once
     flops_per_token = 2 * params_count
 
-    peak = matmul_peak()
+    peaks = matmul_peak()
+    peak = max(peaks.values())
     ceiling = peak * 1e9 / flops_per_token
     print(f"threads {torch.get_num_threads()}; model {args.model}: {params_count / 1e6:.0f}M parameters")
-    print(f"fp32 matmul peak      {peak:8.1f} GFLOP/s -> ceiling {ceiling:7.1f} tok/s")
+    ways = ", ".join(f"{name} {gflops:.1f}" for name, gflops in peaks.items())
+    print(f"fp32 matmul peak      {peak:8.1f} GFLOP/s ({ways}) -> ceiling {ceiling:7.1f} tok/s")
     backend.generate(prompts[:2], params.model_copy(update={"max_new_tokens": 4}))  # warm up, allocate
     naive_tok_s, naive_texts = naive(backend, prompts[: args.naive_prompts], params)
     print(f"naive (1 at a time)   {naive_tok_s:8.1f} tok/s  (the better thread count)")
@@ -180,6 +192,7 @@ def main() -> None:
             {
                 "ceiling_tok_s": round(ceiling, 1),
                 "matmul_gflops": round(peak, 1),
+                **{f"matmul_gflops_{name}": round(gflops, 1) for name, gflops in peaks.items()},
                 "naive_tok_s": round(naive_tok_s, 2),
                 "ours_tok_s": round(ours_tok_s, 1),
                 "ours_rows_s": round(rows_s, 3),

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.backends import attention
+from tasks.backends.matmul import Projections
 
 # Architectures whose decoder layer is exactly: norm -> q/k/v (+bias) -> RoPE -> attention -> o_proj
 # -> residual -> norm -> MLP -> residual, with full (not sliding-window) attention.
@@ -30,6 +31,16 @@ def supports(model) -> bool:
     if config.model_type not in SUPPORTED:
         return False
     return not (getattr(config, "use_sliding_window", False) or getattr(config, "sliding_window", None))
+
+
+def _projections(layers) -> list[torch.nn.Module]:
+    """Every decoder layer's attention and MLP projections."""
+    names = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    found = []
+    for layer in layers:
+        for part in (layer.self_attn, layer.mlp):
+            found += [getattr(part, name) for name in names if hasattr(part, name)]
+    return found
 
 
 class SlotCache:
@@ -105,27 +116,41 @@ class SlotModel:
         self.rope = apply_rotary_pos_emb
         on_cpu = model.device.type == "cpu" and model.dtype == torch.float32
         self.kernel = attention.kernel() if on_cpu else None
+        self.linear = Projections(model, [*_projections(self.body.layers), model.lm_head])
         head = model.lm_head
-        # fp32 logits written into one kept buffer: a fresh [256, 49k] output (50 MB) is a fresh
-        # mapping every step, and its page faults made the head ~10% slower here
-        self.head_into = on_cpu and isinstance(head, torch.nn.Linear) and head.bias is None
+        # Without packed weights, fp32 logits go into one kept buffer: a fresh [256, 49k] output
+        # (50 MB) is a fresh mapping every step, and its page faults made the head ~10% slower here.
+        self.head_into = (
+            on_cpu
+            and head not in self.linear.packed
+            and isinstance(head, torch.nn.Linear)
+            and head.bias is None
+        )
         self.logits = torch.empty(0)
 
     def _layers(self, x, positions, attend):
         """Run every decoder layer; `attend(layer_index, q, k, v)` returns the attention output."""
         batch, steps, _ = x.shape
         cos, sin = self.body.rotary_emb(x, positions)
+        linear = self.linear
         for index, layer in enumerate(self.body.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(batch, steps, self.heads, -1).transpose(1, 2)
-            k = attn.k_proj(h).view(batch, steps, self.kv_heads, -1).transpose(1, 2)
-            v = attn.v_proj(h).view(batch, steps, self.kv_heads, -1).transpose(1, 2)
+            q = linear(attn.q_proj, h).view(batch, steps, self.heads, -1).transpose(1, 2)
+            k = linear(attn.k_proj, h).view(batch, steps, self.kv_heads, -1).transpose(1, 2)
+            v = linear(attn.v_proj, h).view(batch, steps, self.kv_heads, -1).transpose(1, 2)
             q, k = self.rope(q, k, cos, sin)
             out = attend(index, q, k, v, attn.scaling)
-            x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, steps, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            x = x + linear(attn.o_proj, out.transpose(1, 2).reshape(batch, steps, -1))
+            x = x + self._mlp(layer.mlp, layer.post_attention_layernorm(x))
         return self.body.norm(x)
+
+    def _mlp(self, mlp, h):
+        """The gated MLP's own forward (Llama, Mistral, Qwen2), its projections through `linear`."""
+        if not all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn")):
+            return mlp(h)
+        linear = self.linear
+        return linear(mlp.down_proj, mlp.act_fn(linear(mlp.gate_proj, h)) * linear(mlp.up_proj, h))
 
     def prefill(self, cache: SlotCache, first: int, ids: torch.Tensor, lengths: torch.Tensor, start: int = 0):
         """Prompts `ids` [B, T] (right-padded; true lengths `lengths`) into slots first..first+B-1 at
@@ -151,7 +176,7 @@ class SlotModel:
 
         x = self._layers(self.body.embed_tokens(ids), positions, attend)
         last = x[torch.arange(batch, device=ids.device), lengths - 1]
-        return self.lm.lm_head(last).float()
+        return self.linear(self.lm.lm_head, last).float()
 
     def decode(self, cache: SlotCache, tokens: torch.Tensor, lengths: torch.Tensor):
         """One token for each of the first n slots: `tokens` [n] go to positions `lengths` [n];
@@ -169,7 +194,7 @@ class SlotModel:
             attend = self._torch_attention(cache, rows, lengths)
         x = self._layers(self.body.embed_tokens(tokens[:, None]), lengths[:, None], attend)
         if not self.head_into:
-            return self.lm.lm_head(x[:, 0]).float()
+            return self.linear(self.lm.lm_head, x[:, 0]).float()
         weight = self.lm.lm_head.weight
         if self.logits.shape[0] < n:
             self.logits = torch.empty(n, weight.shape[0], dtype=weight.dtype, device=weight.device)
