@@ -231,15 +231,15 @@ class Engine:
             torch.set_num_threads(threads)
 
     def _fastest_threads(self, rows: int) -> int:
-        weight = self.net.body.layers[0].mlp.up_proj.weight
-        x = torch.randn(rows, weight.shape[1], dtype=weight.dtype)
+        projection = self.net.body.layers[0].mlp.up_proj
+        x = torch.randn(rows, projection.in_features, dtype=projection.weight.dtype)
         best = {}
         for threads in (1, self.max_threads):
             torch.set_num_threads(threads)
             times = []
             for _ in range(6):
                 start = time.perf_counter()
-                x @ weight.T
+                self.net.linear(projection, x)  # as the steps run it (packed weights or not)
                 times.append(time.perf_counter() - start)
             best[threads] = min(times[1:])
         return min(best, key=best.get)
