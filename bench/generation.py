@@ -17,7 +17,9 @@ the response step renders them; greedy; up to --max-new-tokens each):
    inside the backend, with a zero-cost backend, as a share of that plus the time our backend needs
    to generate those rows (an upper bound: with a real model, bookkeeping overlaps generation);
 5. peak RSS, and how much the resident memory grew over the sampled run, which starts with the
-   slot cache at full size (rows only lengthen the queue, so this should stay near 0).
+   slot cache allocated at full size (rows only lengthen the queue); the cache's pages are taken
+   as positions are first written, so that growth is at most the part of the reserved cache
+   (printed) that no earlier row reached.
 The last line is one JSON object, for comparing runs over time.
 """
 
@@ -185,7 +187,13 @@ def main() -> None:
         f"{overhead_s + gen_s:.0f} s run"
     )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    grew = "" if growth is None else f"; resident memory grew {growth:.0f} MB over the sampled run"
+    cache = backend.engine.cache if backend.engine else None
+    reserved = (
+        ""
+        if cache is None
+        else f" of a {2 * cache.k.numel() * cache.k.element_size() / 2**20:.0f} MB slot cache"
+    )
+    grew = "" if growth is None else f"; resident memory grew {growth:.0f} MB over the sampled run{reserved}"
     print(f"peak RSS              {rss:8.0f} MB{grew}")
     print(
         json.dumps(
