@@ -20,6 +20,7 @@ from tasks.backends.decode import supports
 from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
 from tasks.backends.engine import Engine, Request
 from tasks.backends.sampling import RowSampler
+from tasks.backends.threads import on_own_thread
 
 # Sequences decoding together on the engine; measured in bench/generation.py (README, "Speed").
 DEFAULT_SLOTS = 256
@@ -113,6 +114,13 @@ class TransformersBackend:
     ) -> None:
         batch_size = batch_size or int(os.environ.get("INSTRUCTFORGE_SLOTS", DEFAULT_SLOTS))
         self.model_id = model
+        # on a thread that then ends: its OpenMP pool would slow every op of the engine's (threads.py)
+        on_own_thread(self._setup, model, device, batch_size, engine)
+        # One `generate` at a time on the fallback path: concurrent Prefect tasks queue here
+        # instead of fighting over the same cores.
+        self._lock = threading.Lock()
+
+    def _setup(self, model: str, device: str | None, batch_size: int, engine: bool) -> None:
         self.tokenizer, self.model = load_model(model, device)
         self.device = self.model.device
         self.batch_size = batch_size
@@ -124,9 +132,6 @@ class TransformersBackend:
         if engine and supports(self.model):
             refill = max(1, batch_size // 8)
             self.engine = Engine(self.model, self.tokenizer, self.eos_ids, batch_size, refill)
-        # One `generate` at a time on the fallback path: concurrent Prefect tasks queue here
-        # instead of fighting over the same cores.
-        self._lock = threading.Lock()
 
     def render(self, prompt: Prompt) -> str:
         """The exact text the model continues: chat template + generation prompt, or a raw string."""
