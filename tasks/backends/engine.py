@@ -31,6 +31,8 @@ _MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest
 _PADDING = 0.15  # most padding a prompt may get in a prefill run
 _PREFILL_TOKENS = 8192  # most positions in one prefill run
 _MEASURED_ROWS = 256  # thread counts are measured at up to this many rows (more: as many)
+# torch's thread count before any engine changed it (an engine sets the process-wide count)
+_THREADS = torch.get_num_threads()
 
 
 def cache_budget(device: torch.device) -> float:
@@ -93,7 +95,7 @@ class Engine:
         self.running: list[Request] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
-        self.max_threads = torch.get_num_threads()
+        self.max_threads = _THREADS
         self._fixed_threads = os.environ.get("INSTRUCTFORGE_THREADS")
         self._threads: dict[int, tuple[int, float]] = {}  # rows bucket -> (threads, when measured)
         self.prefix: list[int] = []  # the shared prompt prefix whose keys and values are kept
