@@ -153,9 +153,10 @@ def test_each_step_runs_on_the_thread_count_measured_for_its_size(monkeypatch):
 
     backend = TransformersBackend(EMBEDDED_MODEL, batch_size=8)
     engine = backend.engine
-    if engine.max_threads == 1 or engine._fixed_threads:
+    counts = engine.threads
+    if counts.most == 1 or counts.fixed:
         pytest.skip("needs more than one thread to choose from")
-    monkeypatch.setattr(engine, "_fastest_threads", lambda rows: 1 if rows <= 2 else engine.max_threads)
+    monkeypatch.setattr(counts, "fastest", lambda rows: 1 if rows <= 2 else counts.most)
     used = []
     for name in ("prefill", "decode"):
         step = getattr(engine.net, name)
@@ -171,4 +172,4 @@ def test_each_step_runs_on_the_thread_count_measured_for_its_size(monkeypatch):
     backend.generate(PROMPTS, params)
     assert ("decode", 1, 1) in used
     big = [(name, size, threads) for name, size, threads in used if size > 2]
-    assert big and all(threads == engine.max_threads for _, _, threads in big)
+    assert big and all(threads == counts.most for _, _, threads in big)

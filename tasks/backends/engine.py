@@ -20,19 +20,16 @@ import torch
 
 from tasks.backends.decode import SlotCache, SlotModel
 from tasks.backends.sampling import RowSampler, choose
+from tasks.backends.threads import ThreadCounts
 
 _ALIGN = 128  # cache length grows in steps of this many tokens
 # First allocation: a prompt plus a 256-token response fits, so the cache rarely has to grow (a
 # grow zero-fills a new cache of up to a few GB: seconds).
 _FIRST_LENGTH = 512
 _MIN_SLOTS = 8  # the smallest cache allocated (more as requests arrive)
-_RECHECK_S = 20.0  # how often the thread count is measured again (other processes come and go)
 _MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest
 _PADDING = 0.15  # most padding a prompt may get in a prefill run
 _PREFILL_TOKENS = 8192  # most positions in one prefill run
-_MEASURED_ROWS = 256  # thread counts are measured at up to this many rows (more: as many)
-# torch's thread count before any engine changed it (an engine sets the process-wide count)
-_THREADS = torch.get_num_threads()
 
 
 def cache_budget(device: torch.device) -> float:
@@ -95,9 +92,11 @@ class Engine:
         self.running: list[Request] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
-        self.max_threads = _THREADS
-        self._fixed_threads = os.environ.get("INSTRUCTFORGE_THREADS")
-        self._threads: dict[int, tuple[int, float]] = {}  # rows bucket -> (threads, when measured)
+        projection = self.net.body.layers[0].mlp.up_proj
+        # a decode-shaped product, run as the steps run it (packed weights or not)
+        self.threads = ThreadCounts(
+            lambda x: self.net.linear(projection, x), projection.in_features, self.device
+        )
         self.prefix: list[int] = []  # the shared prompt prefix whose keys and values are kept
         self.prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None
         # counters for the benchmark: decode steps, rows summed over steps, prefilled positions, and
@@ -143,7 +142,7 @@ class Engine:
                 tokens, lengths, seen = self._admit(free, tokens, lengths, seen)
             if not self.running:
                 return
-            self._right_size_threads(len(self.running))
+            self.threads.use(len(self.running))
             began = time.perf_counter()
             logits = self.net.decode(self.cache, tokens, lengths)
             self.stats["decode_s"] += time.perf_counter() - began
@@ -188,7 +187,7 @@ class Engine:
             ids[i, : len(r.prompt) - start] = torch.tensor(r.prompt[start:])
         rest = torch.tensor([len(r.prompt) - start for r in chunk], device=self.device)
         self.stats["prefill_tokens"] += int(rest.sum())
-        self._right_size_threads(ids.numel())
+        self.threads.use(ids.numel())
         return self.net.prefill(self.cache, first, ids.to(self.device), rest, start)
 
     def _shared_prefix(self, group: list[Request], first: int) -> int:
@@ -212,39 +211,6 @@ class Engine:
             return 0
         self.cache.fill(first, len(group), *self.prefix_kv)
         return len(self.prefix)
-
-    def _right_size_threads(self, rows: int) -> None:
-        """Use as many threads as make a matmul of `rows` rows fastest right now. One thread can win
-        on few rows (the naive baseline runs faster on 1 thread here) and on cores shared with
-        other processes, where every parallel op waits for its slowest thread (a decode step ran
-        5-10x slower on 2 threads than on 1 under load); a full batch or a prefill runs ~1.8x
-        faster on 2 when the machine is quiet. So the choice is measured per power-of-two number of
-        rows (a 2-row step must not leave the next 8,000-position prefill on one thread), and again
-        every `_RECHECK_S` seconds. `INSTRUCTFORGE_THREADS` fixes the count instead."""
-        if self._fixed_threads or self.device.type != "cpu" or self.max_threads == 1:
-            torch.set_num_threads(int(self._fixed_threads or self.max_threads))
-            return
-        bucket = min(1 << max(rows - 1, 0).bit_length(), _MEASURED_ROWS)
-        measured = self._threads.get(bucket)
-        if measured is None or time.monotonic() - measured[1] > _RECHECK_S:
-            measured = self._threads[bucket] = self._fastest_threads(bucket), time.monotonic()
-        threads = measured[0]
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
-
-    def _fastest_threads(self, rows: int) -> int:
-        projection = self.net.body.layers[0].mlp.up_proj
-        x = torch.randn(rows, projection.in_features, dtype=projection.weight.dtype)
-        best = {}
-        for threads in (1, self.max_threads):
-            torch.set_num_threads(threads)
-            times = []
-            for _ in range(6):
-                start = time.perf_counter()
-                self.net.linear(projection, x)  # as the steps run it (packed weights or not)
-                times.append(time.perf_counter() - start)
-            best[threads] = min(times[1:])
-        return min(best, key=best.get)
 
     def _penalized(self, requests: list[Request]) -> bool:
         return any(r.sampler.repetition_penalty != 1.0 for r in [*self.running, *requests])
