@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from prefect.exceptions import MissingContextError
@@ -41,14 +41,20 @@ def _logger() -> Any:
         return logging.getLogger("instructforge")
 
 
-def terminal_console() -> Console | None:
-    """The Console of Prefect's console log handler when it writes to a terminal, else None."""
+def terminal_handler() -> PrefectConsoleHandler | None:
+    """Prefect's console log handler when it writes to a terminal, else None."""
     for logger in (logging.getLogger(), logging.getLogger("prefect")):
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler):
                 console = handler.console
-                return console if console.is_terminal and not console.is_dumb_terminal else None
+                return handler if console.is_terminal and not console.is_dumb_terminal else None
     return None
+
+
+def terminal_console() -> Console | None:
+    """The Console of Prefect's console log handler when it writes to a terminal, else None."""
+    handler = terminal_handler()
+    return handler.console if handler else None
 
 
 @contextmanager
@@ -64,7 +70,8 @@ def stage_progress(
     bar (on `console`, default: Prefect's, if it is a terminal); anything else a log line each
     `log_every` units and at the end. Stages under `min_total` units show nothing."""
     logger, done, start = _logger(), 0, time.perf_counter()
-    console = console or terminal_console()
+    handler = None if console else terminal_handler()
+    console = console or (handler.console if handler else None)
     if total < min_total:
         yield lambda n=1: None
         return
@@ -87,14 +94,28 @@ def stage_progress(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
+    # subtle: the bar starts, redraws and stops holding the log handler's lock, so no log line is
+    # half printed meanwhile. A log line is printed with the bar drawn again below it; one that a
+    # task thread had begun while the bar was live, and wrote after the bar was cleared, drew the
+    # bar again for good (seen when a stage's batches all ended within a few milliseconds).
+    lock = handler.lock if handler and handler.lock else nullcontext()
+    progress = Progress(*columns, console=console, transient=True, auto_refresh=False)
     # Prefect's console has only its own log styles; the bar's come from rich's defaults.
-    with console.use_theme(_BAR_STYLES), Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(stage, total=total)
+    with console.use_theme(_BAR_STYLES):
+        with lock:
+            progress.start()
+            task = progress.add_task(stage, total=total)
+        try:
 
-        def advance(n: int = 1) -> None:
-            nonlocal done
-            done += n
-            progress.advance(task, n)
+            def advance(n: int = 1) -> None:
+                nonlocal done
+                done += n
+                with lock:
+                    progress.advance(task, n)
+                    progress.refresh()
 
-        yield advance
+            yield advance
+        finally:
+            with lock:
+                progress.stop()
     logger.info("%s: %d/%d %s done in %.1f s", stage, done, total, unit, time.perf_counter() - start)

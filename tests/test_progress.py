@@ -3,12 +3,14 @@ ends with a clean screen: every log line whole, no bar left over), plain per-bat
 anywhere else, and no traceback or warning either way."""
 
 import io
+import itertools
 import logging
 import os
 import pty
 import re
 import select
 import subprocess
+import threading
 import time
 
 import pytest
@@ -112,8 +114,46 @@ def test_the_bar_counts_to_the_total_on_a_forced_terminal():
     assert "respond" in out.getvalue() and "3/3 batches" in CONTROL.sub("", out.getvalue())
 
 
+def test_log_lines_from_other_threads_never_leave_a_bar_behind(monkeypatch):
+    """Task threads log while stages start and end within milliseconds: a line begun while the bar
+    was live and written after it was cleared had drawn the bar again for good."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    out = io.StringIO()
+    handler = PrefectConsoleHandler(stream=io.StringIO())
+    handler.console = Console(file=out, force_terminal=True, width=120, color_system=None)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("instructforge.test-progress-race")
+    logger.addHandler(handler)
+    logger.propagate, logger.level = False, logging.INFO
+    monkeypatch.setattr("tasks.progress.terminal_handler", lambda: handler)
+    stop = threading.Event()
+
+    def chatter(k: int) -> None:
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            logger.info("task %d line %d", k, i)
+            time.sleep(0.0005)
+
+    threads = [threading.Thread(target=chatter, args=(k,)) for k in range(3)]
+    try:
+        for thread in threads:
+            thread.start()
+        for _ in range(200):
+            with stage_progress("respond", 4) as advance:
+                for _ in range(4):
+                    advance(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        logger.removeHandler(handler)
+    assert [line for line in screen(out.getvalue()) if "━" in line] == []
+
+
 def test_without_a_terminal_it_logs_every_step_and_the_end(caplog, monkeypatch):
-    monkeypatch.setattr("tasks.progress.terminal_console", lambda: None)
+    monkeypatch.setattr("tasks.progress.terminal_handler", lambda: None)
     with caplog.at_level(logging.INFO, logger="instructforge"):
         with stage_progress("near_duplicates", 25, "rows", log_every=10) as advance:
             for _ in range(25):
