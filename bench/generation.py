@@ -46,6 +46,7 @@ from prompt_set import bench_prompts  # noqa: E402
 
 from tasks.backends import GenerationParams, get_backend  # noqa: E402
 from tasks.backends.embedded import EMBEDDED_MODEL  # noqa: E402
+from tasks.backends.matmul import onednn_available, pack, packed_linear  # noqa: E402
 from tasks.backends.threads import on_own_thread  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()
@@ -63,9 +64,9 @@ def matmul_peak(size: int = 1536, seconds: float = 2.0) -> dict[str, float]:
     peak is the faster of the two."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     ways = {"torch": lambda: a @ b}
-    if torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        packed = torch.ops.mkldnn._reorder_linear_weight(b)
-        ways["onednn"] = lambda: torch.ops.mkldnn._linear_pointwise(a, packed, None, "none", [], "")
+    if onednn_available():
+        packed = pack(b.t())  # a @ b = F.linear(a, b.t())
+        ways["onednn"] = lambda: packed_linear(a, packed)
     best = dict.fromkeys(ways, 0.0)
     with torch.inference_mode():
         for name, run in ways.items():

@@ -24,7 +24,7 @@ from tasks.backends.threads import ThreadCounts
 
 _ALIGN = 128  # cache length grows in steps of this many tokens
 # First allocation: a prompt plus a 256-token response fits, so the cache rarely has to grow (a
-# grow zero-fills a new cache of up to a few GB: seconds).
+# grow copies every running row into a new cache of up to a few GB).
 _FIRST_LENGTH = 512
 _MIN_SLOTS = 8  # the smallest cache allocated (more as requests arrive)
 _MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest

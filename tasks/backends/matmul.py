@@ -22,6 +22,20 @@ import torch
 log = logging.getLogger(__name__)
 
 
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """An `nn.Linear` weight [out, in] reordered once into oneDNN's blocked layout."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` with the weight from `pack`."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
 class Projections:
     """`self(module, x)` = `module(x)` for the model's `nn.Linear` modules, through packed weights
     where oneDNN is available (CPU, fp32), else the module itself."""
@@ -32,8 +46,7 @@ class Projections:
             model.device.type == "cpu"
             and model.dtype == torch.float32
             and os.environ.get("INSTRUCTFORGE_MATMUL", "").lower() != "torch"
-            and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and onednn_available()
         )
         if not usable:
             return
@@ -41,7 +54,7 @@ class Projections:
             with torch.inference_mode():
                 for module in modules:
                     if isinstance(module, torch.nn.Linear):
-                        self.packed[module] = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach())
+                        self.packed[module] = pack(module.weight)
                 if not all(self._agrees(module) for module in list(self.packed)[:2]):
                     raise RuntimeError("packed results differ from F.linear")
         except RuntimeError as err:  # an op this torch build lacks or refuses: the plain modules
@@ -52,7 +65,7 @@ class Projections:
         packed = self.packed.get(module)
         if packed is None:
             return module(x)
-        return torch.ops.mkldnn._linear_pointwise(x, packed, module.bias, "none", [], "")
+        return packed_linear(x, packed, module.bias)
 
     def _agrees(self, module: torch.nn.Module) -> bool:
         x = torch.randn(3, module.in_features, generator=torch.Generator().manual_seed(0))
