@@ -45,6 +45,17 @@ def test_refilled_slots_give_the_unbatched_greedy_output(small):
     assert {g.finish_reason for g in engine} == {"stop", "length"}  # rows did end at different steps
 
 
+def test_the_vocabulary_head_in_row_blocks_changes_no_output(small, monkeypatch):
+    """Steps whose logits would exceed `_FRESH_BYTES` compute the head in row blocks into a kept
+    buffer (256 rows of this model's vocabulary do); here every block is one row."""
+    from tasks.backends import decode
+
+    monkeypatch.setattr(decode, "_FRESH_BYTES", small.model.config.vocab_size * 4)
+    params = GenerationParams(max_new_tokens=24, temperature=0.0)
+    blocked = small.generate(PROMPTS[:3], params)
+    assert [g.text for g in blocked] == [g.text for g in one_at_a_time(small, PROMPTS[:3], params)]
+
+
 def test_sampled_output_depends_on_prompt_and_seed_only(small):
     params = GenerationParams(max_new_tokens=24, temperature=0.8, repetition_penalty=1.2, seed=7)
     together = [g.text for g in small.generate(PROMPTS, params)]

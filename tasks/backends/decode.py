@@ -23,6 +23,10 @@ import torch.nn.functional as F
 from tasks.backends import attention
 from tasks.backends.matmul import Projections
 
+# Largest output taken fresh from the allocator each step: glibc maps anything larger anew on
+# every allocation (its largest mmap threshold), and the kernel then faults each page in.
+_FRESH_BYTES = 32 * 2**20
+
 # Architectures whose decoder layer is exactly: norm -> q/k/v (+bias) -> RoPE -> attention -> o_proj
 # -> residual -> norm -> MLP -> residual, with full (not sliding-window) attention.
 SUPPORTED = frozenset({"llama", "mistral", "qwen2"})
@@ -143,16 +147,22 @@ class SlotModel:
             v = linear(attn.v_proj, h).view(batch, steps, self.kv_heads, -1).transpose(1, 2)
             q, k = self.rope(q, k, cos, sin)
             out = attend(index, q, k, v, attn.scaling)
-            x = x + linear(attn.o_proj, out.transpose(1, 2).reshape(batch, steps, -1))
-            x = x + self._mlp(layer.mlp, layer.post_attention_layernorm(x))
+            x = linear.plus(attn.o_proj, out.transpose(1, 2).reshape(batch, steps, -1), x)
+            x = self._mlp(layer.mlp, layer.post_attention_layernorm(x), x)
         return self.body.norm(x)
 
-    def _mlp(self, mlp, h):
-        """The gated MLP's own forward (Llama, Mistral, Qwen2), its projections through `linear`."""
+    def _mlp(self, mlp, h, residual):
+        """`residual` + the gated MLP's own forward (Llama, Mistral, Qwen2), its projections
+        through `linear`: the activation, the product with the up projection and the residual add
+        run inside the products when the activation is SiLU (matmul.py)."""
         if not all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn")):
-            return mlp(h)
+            return residual + mlp(h)
         linear = self.linear
-        return linear(mlp.down_proj, mlp.act_fn(linear(mlp.gate_proj, h)) * linear(mlp.up_proj, h))
+        if isinstance(mlp.act_fn, torch.nn.SiLU) or type(mlp.act_fn).__name__ == "SiLUActivation":
+            gate = linear.silu(mlp.gate_proj, h)
+        else:
+            gate = mlp.act_fn(linear(mlp.gate_proj, h))
+        return linear.plus(mlp.down_proj, linear.times(mlp.up_proj, h, gate), residual)
 
     def prefill(self, cache: SlotCache, first: int, ids: torch.Tensor, lengths: torch.Tensor, start: int = 0):
         """Prompts `ids` [B, T] (right-padded; true lengths `lengths`) into slots first..first+B-1 at
@@ -195,12 +205,25 @@ class SlotModel:
         else:
             attend = self._torch_attention(cache, rows, lengths)
         x = self._layers(self.body.embed_tokens(tokens[:, None]), lengths[:, None], attend)
-        if not self.head_into:
-            return self.linear(self.lm.lm_head, x[:, 0]).float()
+        head, last = self.lm.lm_head, x[:, 0]
+        if self.head_into:
+            return torch.mm(last, head.weight.t(), out=self._kept_logits(n))
+        rows = _FRESH_BYTES // (self.lm.config.vocab_size * last.element_size())
+        if head in self.linear.packed and n > rows > 0:
+            # subtle: row blocks into a kept buffer. Above glibc's largest mmap threshold (32 MB:
+            # 171 rows of this vocabulary) every fresh output is a new mapping, page-faulted in
+            # as it is written: a 256-row step's head took 44 ms in one product, 33 ms in blocks.
+            logits = self._kept_logits(n)
+            for start in range(0, n, rows):
+                logits[start : start + rows] = self.linear(head, last[start : start + rows])
+            return logits
+        return self.linear(head, last).float()
+
+    def _kept_logits(self, n: int) -> torch.Tensor:
         weight = self.lm.lm_head.weight
         if self.logits.shape[0] < n:
             self.logits = torch.empty(n, weight.shape[0], dtype=weight.dtype, device=weight.device)
-        return torch.mm(x[:, 0], weight.t(), out=self.logits[:n])
+        return self.logits[:n]
 
     def _torch_attention(self, cache: SlotCache, rows: torch.Tensor, lengths: torch.Tensor):
         n = rows.shape[0]
