@@ -76,6 +76,41 @@ def test_kernel_equals_per_sequence_attention(build, kv_heads, heads, dim, reque
     assert torch.equal(keys, expected_keys) and torch.equal(values, expected_values)
 
 
+@pytest.mark.parametrize("dim", [64, 12])
+@pytest.mark.parametrize("build", ["kernel", "plain_kernel"])
+def test_a_shared_prefix_is_read_from_its_own_buffer(build, dim, request):
+    """Rows with a hot prefix read its positions from the kept [layers, kv_heads, P, dim] buffer,
+    layer `layer`, and the rest from their slot: bit-identical to the slot holding the same values,
+    and (with other values in the slots) the buffer's values are the ones used."""
+    kernel = request.getfixturevalue(build)
+    generator = torch.Generator().manual_seed(1)
+    layers, layer, kv_heads, heads, slots, length = 3, 1, 2, 6, 4, 48
+    keys = torch.randn(layers, slots, kv_heads, length, dim, generator=generator)
+    values = torch.randn(layers, slots, kv_heads, length, dim, generator=generator)
+    prefixes = [
+        tuple(torch.randn(layers, kv_heads, p, dim, generator=generator) for _ in range(2)) for p in (5, 13)
+    ]
+    rows = [prefixes[0], None, prefixes[1], prefixes[0]]  # row 1 has no kept prefix
+    for i, prefix in enumerate(rows):  # each slot holds a copy of its prefix, as `SlotCache.fill` makes
+        if prefix:
+            keys[:, i, :, : prefix[0].shape[2]], values[:, i, :, : prefix[1].shape[2]] = prefix
+    q = torch.randn(4, heads, 1, dim, generator=generator)
+    k, v = (torch.randn(4, kv_heads, 1, dim, generator=generator) for _ in range(2))
+    lengths = torch.tensor([6, 30, 40, 21])
+    hot = attention.Hot(rows)
+
+    def run(hot):
+        cache_k, cache_v = keys[layer].clone(), values[layer].clone()
+        return attention.decode_attention(kernel, q, k, v, cache_k, cache_v, lengths, 0.125, hot, layer)
+
+    plain = run(None)
+    assert torch.equal(run(hot), plain)
+    for i, prefix in enumerate(rows):  # now only the buffers hold the prefixes' values
+        if prefix:
+            keys[:, i, :, : prefix[0].shape[2]], values[:, i, :, : prefix[1].shape[2]] = 1e6, -1e6
+    assert torch.equal(run(hot), plain)
+
+
 def test_far_apart_scores_give_zero_weight_not_nan(kernel):
     """Scores 100+ below the largest (exp underflows) weigh nothing; the largest weighs 1."""
     keys = torch.zeros(1, 1, 16, 8)

@@ -70,7 +70,7 @@ def _build() -> ctypes.CDLL | None:
 def load(library: Path) -> ctypes.CDLL:
     kernel = ctypes.CDLL(str(library))
     kernel.decode_attention.argtypes = (
-        [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 7 + [ctypes.c_float, ctypes.c_int]
+        [ctypes.c_void_p] * 10 + [ctypes.c_int64] * 8 + [ctypes.c_float, ctypes.c_int]
     )
     kernel.decode_attention.restype = ctypes.c_int
     return kernel
@@ -92,11 +92,29 @@ def kernel() -> ctypes.CDLL | None:
         return _kernel
 
 
-def decode_attention(lib, q, k, v, keys, values, lengths, scale: float) -> torch.Tensor:
+class Hot:
+    """Shared prompt prefixes held once (the engine's kept prefix keys and values) for a decode
+    step: row i's first `lengths[i]` positions are those of the [layers, kv_heads, lengths[i],
+    dim] fp32 tensors at addresses `keys[i]`, `values[i]` (length 0: none). The tensors must stay
+    alive while the step runs."""
+
+    def __init__(self, prefixes: list[tuple[torch.Tensor, torch.Tensor] | None]) -> None:
+        def column(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.int64)
+
+        self.keys = column([p[0].data_ptr() if p else 0 for p in prefixes])
+        self.values = column([p[1].data_ptr() if p else 0 for p in prefixes])
+        self.lengths = column([p[0].shape[2] if p else 0 for p in prefixes])
+
+
+def decode_attention(
+    lib, q, k, v, keys, values, lengths, scale: float, hot: Hot | None = None, layer: int = 0, longest=None
+) -> torch.Tensor:
     """Attention of one new token per sequence: `q` [n, heads, 1, dim]; its key and value `k`, `v`
-    [n, kv_heads, 1, dim] are stored at position lengths[i] - 1 of `keys`/`values`, one layer of
-    the slot cache [slots, kv_heads, length, dim] (fp32, contiguous), and sequence i attends to its
-    first `lengths[i]` positions. Returns [n, heads, 1, dim]."""
+    [n, kv_heads, 1, dim] are stored at position lengths[i] - 1 of `keys`/`values`, layer `layer`
+    of the slot cache, [slots, kv_heads, length, dim] (fp32, contiguous), and sequence i attends
+    to its first `lengths[i]` positions (int64; `longest` their maximum, if known), the first ones
+    read from `hot` where given. Returns [n, heads, 1, dim]."""
     n, heads, _, dim = q.shape
     kv_heads = keys.shape[1]
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
@@ -110,13 +128,17 @@ def decode_attention(lib, q, k, v, keys, values, lengths, scale: float) -> torch
         v.data_ptr(),
         lengths.data_ptr(),
         out.data_ptr(),
+        hot.keys.data_ptr() if hot else None,
+        hot.values.data_ptr() if hot else None,
+        hot.lengths.data_ptr() if hot else None,
+        layer,
         n,
         kv_heads,
         heads // kv_heads,
         dim,
         keys.stride(0),
         keys.stride(1),
-        int(lengths.max()),
+        int(lengths.max()) if longest is None else longest,
         scale,
         torch.get_num_threads(),
     )

@@ -94,7 +94,10 @@ class SlotCache:
 
     def read(self, slot: int, used: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A copy of slot `slot`'s first `used` positions, every layer (a shared prompt prefix)."""
-        return self.k[:, slot, :, :used].clone(), self.v[:, slot, :, :used].clone()
+        keep = torch.contiguous_format  # [layers, kv_heads, used, dim], as the kernel reads it
+        return self.k[:, slot, :, :used].clone(memory_format=keep), self.v[:, slot, :, :used].clone(
+            memory_format=keep
+        )
 
     def fill(self, first: int, count: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Put the same prefix (from `read`) at the start of slots first..first+count-1."""
@@ -190,17 +193,21 @@ class SlotModel:
         last = x[torch.arange(batch, device=ids.device), lengths - 1]
         return self.linear(self.lm.lm_head, last).float()
 
-    def decode(self, cache: SlotCache, tokens: torch.Tensor, lengths: torch.Tensor):
+    def decode(self, cache: SlotCache, tokens: torch.Tensor, lengths: torch.Tensor, hot=None):
         """One token for each of the first n slots: `tokens` [n] go to positions `lengths` [n];
-        returns logits [n, vocab], valid until the next call. The caller advances `lengths`."""
+        returns logits [n, vocab], valid until the next call. The caller advances `lengths`.
+        `hot` (an `attention.Hot`): rows' shared prefixes, read by the kernel from one buffer."""
         n = tokens.shape[0]
         rows = torch.arange(n, device=tokens.device)
         if self.kernel is not None:
-            visible = lengths + 1
+            visible = (lengths + 1).to(torch.int64).contiguous()
+            longest = int(visible.max())
 
             def attend(index, q, k, v, scale):
                 keys, values = cache.k[index], cache.v[index]
-                return attention.decode_attention(self.kernel, q, k, v, keys, values, visible, scale)
+                return attention.decode_attention(
+                    self.kernel, q, k, v, keys, values, visible, scale, hot, index, longest
+                )
 
         else:
             attend = self._torch_attention(cache, rows, lengths)

@@ -10,6 +10,13 @@
  * per position. The step's own key and value (new_k, new_v: [n, kv_heads, dim]) are first stored
  * at position len[i] - 1. Built by tasks/backends/attention.py with the system C compiler.
  *
+ * A shared prompt prefix (the chat template and system prompt every row starts with) is read from
+ * one small buffer instead of each slot's own copy of it: hot_len[i] > 0 says sequence i's first
+ * hot_len[i] positions hold the keys and values at hot_k[i] / hot_v[i] (float pointers to
+ * [layers, kv_heads, hot_len[i], dim]; this call reads layer `layer`). The slot holds the same
+ * values there (a bit-for-bit copy), so the result is the same either way; the buffer stays in
+ * the cores' caches across the rows that share it, while each slot's copy came from memory.
+ *
  * With AVX2 and FMA (and dim a multiple of 8) the three loops are written out in intrinsics: a plain
  * loop computes one dot product at a time, a single chain of dependent multiply-adds, and calls the
  * scalar expf once per score (a quarter of a decode step went to this kernel). Here eight positions'
@@ -55,10 +62,10 @@ static void softmax_plain(float *s, int64_t steps) {
     for (int64_t t = 0; t < steps; t++) s[t] *= inverse;
 }
 
-/* result[g] = sum_t scores[g * stride + t] * values[t] */
+/* result[g] = sum_t scores[g * stride + t] * values[t] (added to result[g] when `more`) */
 static void mix_plain(const float *scores, const float *values, float *result, int64_t groups,
-                      int64_t dim, int64_t steps, int64_t stride) {
-    memset(result, 0, sizeof(float) * groups * dim);
+                      int64_t dim, int64_t steps, int64_t stride, int more) {
+    if (!more) memset(result, 0, sizeof(float) * groups * dim);
     for (int64_t t = 0; t < steps; t++) {
         const float *value = values + t * dim;
         for (int64_t g = 0; g < groups; g++) {
@@ -77,33 +84,51 @@ static inline __m256 sum8(const __m256 a[8]) {
                          _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
+/* scores[g * stride + j] for the eight key rows row[0..7], one block. */
+static inline void block_scores(const float *query, const float *row[8], float *scores, int64_t groups,
+                                int64_t dim, int64_t stride, __m256 factor) {
+    for (int64_t g = 0; g < groups; g++) {
+        const float *qg = query + g * dim;
+        __m256 acc[8];
+        for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+        for (int64_t d = 0; d < dim; d += 8) {
+            __m256 qv = _mm256_loadu_ps(qg + d);
+            for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(row[j] + d), acc[j]);
+        }
+        _mm256_storeu_ps(scores + g * stride, _mm256_mul_ps(sum8(acc), factor));
+    }
+}
+
 /* Also prefetches: the values of each block of keys (read next, by mix_vector) and the keys 16
  * positions ahead. The cache is read from memory, not from caches, and one stream at a time left
  * the cores waiting: 15 -> 11 ns per position and head at 256 sequences here, near the ~46 GB/s
- * this machine streams. */
+ * this machine streams. The last partial block runs the same arithmetic on its rows (the others
+ * repeat row 0, their scores dropped), so a position's score does not depend on where a span of
+ * positions starts (the shared prefix is a span of its own). */
 static void scores_vector(const float *query, const float *keys, const float *values, float *scores,
                           int64_t groups, int64_t dim, int64_t steps, int64_t stride, float scale) {
     int64_t t = 0;
     __m256 factor = _mm256_set1_ps(scale);
+    const float *row[8];
     for (; t + 8 <= steps; t += 8) {
-        const float *block = keys + t * dim;
         for (int64_t line = 0; line < 8 * dim; line += 16) {
             _mm_prefetch((const char *)(values + t * dim + line), _MM_HINT_T0);
             _mm_prefetch((const char *)(keys + (t + 16) * dim + line), _MM_HINT_T0);
         }
-        for (int64_t g = 0; g < groups; g++) {
-            const float *qg = query + g * dim;
-            __m256 acc[8];
-            for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
-            for (int64_t d = 0; d < dim; d += 8) {
-                __m256 qv = _mm256_loadu_ps(qg + d);
-                for (int j = 0; j < 8; j++)
-                    acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(block + j * dim + d), acc[j]);
-            }
-            _mm256_storeu_ps(scores + g * stride + t, _mm256_mul_ps(sum8(acc), factor));
+        for (int j = 0; j < 8; j++) row[j] = keys + (t + j) * dim;
+        block_scores(query, row, scores + t, groups, dim, stride, factor);
+    }
+    if (t < steps) {
+        float last[8 * 64];  /* groups <= 64 */
+        int64_t left = steps - t;
+        for (int j = 0; j < 8; j++) row[j] = keys + (t + (j < left ? j : 0)) * dim;
+        for (int64_t g0 = 0; g0 < groups; g0 += 64) {
+            int64_t some = groups - g0 < 64 ? groups - g0 : 64;
+            block_scores(query + g0 * dim, row, last, some, dim, 8, factor);
+            for (int64_t g = 0; g < some; g++)
+                for (int64_t j = 0; j < left; j++) scores[(g0 + g) * stride + t + j] = last[g * 8 + j];
         }
     }
-    if (t < steps) scores_plain(query, keys + t * dim, scores + t, groups, dim, steps - t, stride, scale);
 }
 
 /* exp(x) for x <= 0 (scores minus their maximum), to about 2 ulp: 2^n * p(r), x = n ln2 + r,
@@ -162,16 +187,17 @@ static void softmax_vector(float *s, int64_t steps) {
     for (; t < steps; t++) s[t] *= 1.f / total;
 }
 
-/* Each output row in blocks of 64 floats, eight accumulators held in registers (then 8 at a time). */
+/* Each output row in blocks of 64 floats, eight accumulators held in registers (then 8 at a time).
+ * With `more`, the accumulators start from result (a second span of positions). */
 static void mix_vector(const float *scores, const float *values, float *result, int64_t groups,
-                       int64_t dim, int64_t steps, int64_t stride) {
+                       int64_t dim, int64_t steps, int64_t stride, int more) {
     for (int64_t g = 0; g < groups; g++) {
         const float *w = scores + g * stride;
         float *og = result + g * dim;
         int64_t d0 = 0;
         for (; d0 + 64 <= dim; d0 += 64) {
             __m256 acc[8];
-            for (int j = 0; j < 8; j++) acc[j] = _mm256_setzero_ps();
+            for (int j = 0; j < 8; j++) acc[j] = more ? _mm256_loadu_ps(og + d0 + 8 * j) : _mm256_setzero_ps();
             for (int64_t t = 0; t < steps; t++) {
                 __m256 wt = _mm256_broadcast_ss(w + t);
                 const float *value = values + t * dim + d0;
@@ -180,7 +206,7 @@ static void mix_vector(const float *scores, const float *values, float *result, 
             for (int j = 0; j < 8; j++) _mm256_storeu_ps(og + d0 + 8 * j, acc[j]);
         }
         for (; d0 < dim; d0 += 8) {
-            __m256 acc = _mm256_setzero_ps();
+            __m256 acc = more ? _mm256_loadu_ps(og + d0) : _mm256_setzero_ps();
             for (int64_t t = 0; t < steps; t++)
                 acc = _mm256_fmadd_ps(_mm256_broadcast_ss(w + t), _mm256_loadu_ps(values + t * dim + d0), acc);
             _mm256_storeu_ps(og + d0, acc);
@@ -189,8 +215,35 @@ static void mix_vector(const float *scores, const float *values, float *result, 
 }
 #endif
 
+/* Scores, softmax and mix of one (sequence, key head) job over its positions [0, steps): the
+ * first `hot` from hot_keys/hot_values, the rest from the slot (keys/values, position 0 on). */
+static void job(const float *query, const float *keys, const float *values, const float *hot_keys,
+                const float *hot_values, int64_t hot, float *scores, float *result, int64_t groups,
+                int64_t dim, int64_t steps, int64_t stride, float scale, int vector) {
+    const float *from_k[2] = {hot_keys, keys + hot * dim}, *from_v[2] = {hot_values, values + hot * dim};
+    int64_t first[2] = {0, hot}, count[2] = {hot, steps - hot};
+#if VECTOR
+    if (vector) {
+        for (int s = 0; s < 2; s++)
+            if (count[s])
+                scores_vector(query, from_k[s], from_v[s], scores + first[s], groups, dim, count[s], stride, scale);
+        for (int64_t g = 0; g < groups; g++) softmax_vector(scores + g * stride, steps);
+        for (int s = 0; s < 2; s++)
+            if (count[s]) mix_vector(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot);
+        return;
+    }
+#endif
+    for (int s = 0; s < 2; s++)
+        if (count[s]) scores_plain(query, from_k[s], scores + first[s], groups, dim, count[s], stride, scale);
+    for (int64_t g = 0; g < groups; g++) softmax_plain(scores + g * stride, steps);
+    for (int s = 0; s < 2; s++)
+        if (count[s]) mix_plain(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot);
+    (void)vector;
+}
+
 int decode_attention(const float *q, float *k, float *v, const float *new_k, const float *new_v,
-                     const int64_t *len, float *out,
+                     const int64_t *len, float *out, const int64_t *hot_k, const int64_t *hot_v,
+                     const int64_t *hot_len, int64_t layer,
                      int64_t n, int64_t kv_heads, int64_t groups, int64_t dim, int64_t slot_stride,
                      int64_t head_stride, int64_t max_len, float scale, int threads) {
     int failed = 0, vector = VECTOR && dim % 8 == 0;
@@ -203,29 +256,21 @@ int decode_attention(const float *q, float *k, float *v, const float *new_k, con
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 4)
-        for (int64_t job = 0; job < n * kv_heads; job++) {
+        for (int64_t job_index = 0; job_index < n * kv_heads; job_index++) {
             if (scores == NULL) continue;
-            int64_t i = job / kv_heads, h = job % kv_heads, steps = len[i];
+            int64_t i = job_index / kv_heads, h = job_index % kv_heads, steps = len[i];
             float *keys = k + i * slot_stride + h * head_stride;
             float *values = v + i * slot_stride + h * head_stride;
-            memcpy(keys + (steps - 1) * dim, new_k + job * dim, sizeof(float) * dim);
-            memcpy(values + (steps - 1) * dim, new_v + job * dim, sizeof(float) * dim);
-            const float *query = q + job * groups * dim;
-            float *result = out + job * groups * dim;
-#if VECTOR
-            if (vector) {
-                scores_vector(query, keys, values, scores, groups, dim, steps, stride, scale);
-                for (int64_t g = 0; g < groups; g++) softmax_vector(scores + g * stride, steps);
-                mix_vector(scores, values, result, groups, dim, steps, stride);
-                continue;
-            }
-#endif
-            scores_plain(query, keys, scores, groups, dim, steps, stride, scale);
-            for (int64_t g = 0; g < groups; g++) softmax_plain(scores + g * stride, steps);
-            mix_plain(scores, values, result, groups, dim, steps, stride);
+            memcpy(keys + (steps - 1) * dim, new_k + job_index * dim, sizeof(float) * dim);
+            memcpy(values + (steps - 1) * dim, new_v + job_index * dim, sizeof(float) * dim);
+            /* the shared prefix's buffer: [layers, kv_heads, hot, dim] */
+            int64_t hot = hot_len ? hot_len[i] : 0;
+            const float *hot_keys = hot ? (const float *)(intptr_t)hot_k[i] + ((layer * kv_heads + h) * hot) * dim : 0;
+            const float *hot_values = hot ? (const float *)(intptr_t)hot_v[i] + ((layer * kv_heads + h) * hot) * dim : 0;
+            job(q + job_index * groups * dim, keys, values, hot_keys, hot_values, hot, scores,
+                out + job_index * groups * dim, groups, dim, steps, stride, scale, vector);
         }
         free(scores);
     }
-    (void)vector;
     return failed;
 }

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tasks.backends.attention import Hot
 from tasks.backends.decode import SlotCache, SlotModel
 from tasks.backends.sampling import RowSampler, choose
 from tasks.backends.threads import ThreadCounts
@@ -74,6 +75,7 @@ class Request:
     future: Future = field(default_factory=Future)
     tokens: list[int] = field(default_factory=list)
     stopped: bool = False
+    prefix: tuple[torch.Tensor, torch.Tensor] | None = None  # the kept prefix its slot starts with
 
 
 class Engine:
@@ -99,6 +101,7 @@ class Engine:
         )
         self.prefix: list[int] = []  # the shared prompt prefix whose keys and values are kept
         self.prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._hot: Hot | None = None  # the running rows' prefixes, for the kernel (None: changed)
         # counters for the benchmark: decode steps, rows summed over steps, prefilled positions, and
         # seconds spent in decode steps and in prefill
         self.stats = {"steps": 0, "row_steps": 0, "prefill_tokens": 0, "decode_s": 0.0, "prefill_s": 0.0}
@@ -124,7 +127,7 @@ class Engine:
                 for request in [*self.running, *self._drain()]:
                     if not request.future.done():
                         request.future.set_exception(err)
-                self.running = []
+                self.running, self._hot = [], None
 
     def _drain(self) -> list[Request]:
         with self._wake:
@@ -143,8 +146,10 @@ class Engine:
             if not self.running:
                 return
             self.threads.use(len(self.running))
+            if self._hot is None and self.net.kernel is not None:
+                self._hot = Hot([r.prefix for r in self.running])
             began = time.perf_counter()
-            logits = self.net.decode(self.cache, tokens, lengths)
+            logits = self.net.decode(self.cache, tokens, lengths, self._hot)
             self.stats["decode_s"] += time.perf_counter() - began
             self.stats["steps"] += 1
             self.stats["row_steps"] += len(self.running)
@@ -167,6 +172,8 @@ class Engine:
         group.sort(key=lambda r: len(r.prompt), reverse=True)
         first, began = len(self.running), time.perf_counter()
         start = self._shared_prefix(group, first)
+        for r in group:  # decode reads these positions from the kept prefix (attention.Hot)
+            r.prefix = self.prefix_kv if start else None
         logits = torch.cat([self._prefill(chunk, first + at, start) for at, chunk in _chunks(group, start)])
         self.stats["prefill_s"] += time.perf_counter() - began
         plen = torch.tensor([len(r.prompt) for r in group], device=self.device)
@@ -176,6 +183,7 @@ class Engine:
         seen = None if new_seen is None else torch.cat([seen, new_seen])
         chosen = choose(logits, [r.sampler for r in group], new_seen)
         self.running.extend(group)
+        self._hot = None
         tokens = plen.new_tensor(chosen) if tokens is None else torch.cat([tokens, plen.new_tensor(chosen)])
         lengths = plen if lengths is None else torch.cat([lengths, plen])
         return self._advance(tokens.tolist(), lengths, seen, start=first)
@@ -259,6 +267,8 @@ class Engine:
             if self._hit_stop(request) or len(request.tokens) >= request.max_new_tokens:
                 done.append(i)
         tokens = lengths.new_tensor(chosen)
+        if done:
+            self._hot = None
         for i in reversed(done):  # highest first, so each move fills a slot still in use
             last = len(self.running) - 1
             self.running[i].future.set_result((self.running[i].tokens, self.running[i].stopped))
