@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tasks.backends import attention
+from tasks.backends import kernels
 from tasks.backends.matmul import Projections
 
 # Largest output taken fresh from the allocator each step: glibc maps anything larger anew on
@@ -47,6 +47,16 @@ def _projections(layers) -> list[torch.nn.Module]:
         for part in (layer.self_attn, layer.mlp):
             found += [getattr(part, name) for name in names if hasattr(part, name)]
     return found
+
+
+def _rms_norm_like(module) -> bool:
+    """LlamaRMSNorm, or a copy of it under another model's name (Mistral, Qwen2)."""
+    return (
+        type(module).__name__ in ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+        and module.weight.dtype == torch.float32
+        and isinstance(getattr(module, "variance_epsilon", None), float)
+    )
 
 
 class SlotCache:
@@ -124,7 +134,7 @@ class SlotModel:
         self.kv_heads = config.num_key_value_heads
         self.rope = apply_rotary_pos_emb
         on_cpu = model.device.type == "cpu" and model.dtype == torch.float32
-        self.kernel = attention.kernel() if on_cpu else None
+        self.kernel = kernels.kernel() if on_cpu else None
         self.linear = Projections(model, [*_projections(self.body.layers), model.lm_head])
         head = model.lm_head
         # Without packed weights, fp32 logits go into one kept buffer: a fresh [256, 49k] output
@@ -136,6 +146,26 @@ class SlotModel:
             and head.bias is None
         )
         self.logits = torch.empty(0)
+        layers = self.body.layers
+        norms = [
+            self.body.norm,
+            *(n for x in layers for n in (x.input_layernorm, x.post_attention_layernorm)),
+        ]
+        self.norm_kernel = self.kernel is not None and all(map(_rms_norm_like, norms)) and self._norm_agrees()
+
+    def _norm_agrees(self) -> bool:
+        """The kernel's RMSNorm gives the module's result (summation order aside) on this model."""
+        module = self.body.norm
+        x = torch.randn(3, module.weight.shape[0], generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            got = kernels.rms_norm(self.kernel, x, module.weight, module.variance_epsilon)
+            return torch.allclose(got, module(x), rtol=1e-5, atol=1e-6)
+
+    def norm(self, module, x):
+        """`module(x)`, a Llama-style RMSNorm, through the C kernel where there is one."""
+        if self.norm_kernel:
+            return kernels.rms_norm(self.kernel, x, module.weight, module.variance_epsilon)
+        return module(x)
 
     def _layers(self, x, positions, attend):
         """Run every decoder layer; `attend(layer_index, q, k, v)` returns the attention output."""
@@ -144,15 +174,16 @@ class SlotModel:
         linear = self.linear
         for index, layer in enumerate(self.body.layers):
             attn = layer.self_attn
-            h = layer.input_layernorm(x)
+            h = self.norm(layer.input_layernorm, x)
             q = linear(attn.q_proj, h).view(batch, steps, self.heads, -1).transpose(1, 2)
             k = linear(attn.k_proj, h).view(batch, steps, self.kv_heads, -1).transpose(1, 2)
             v = linear(attn.v_proj, h).view(batch, steps, self.kv_heads, -1).transpose(1, 2)
-            q, k = self.rope(q, k, cos, sin)
+            if self.kernel is None or not kernels.rope_(self.kernel, q, k, cos, sin):
+                q, k = self.rope(q, k, cos, sin)
             out = attend(index, q, k, v, attn.scaling)
             x = linear.plus(attn.o_proj, out.transpose(1, 2).reshape(batch, steps, -1), x)
-            x = self._mlp(layer.mlp, layer.post_attention_layernorm(x), x)
-        return self.body.norm(x)
+            x = self._mlp(layer.mlp, self.norm(layer.post_attention_layernorm, x), x)
+        return self.norm(self.body.norm, x)
 
     def _mlp(self, mlp, h, residual):
         """`residual` + the gated MLP's own forward (Llama, Mistral, Qwen2), its projections
@@ -196,7 +227,7 @@ class SlotModel:
     def decode(self, cache: SlotCache, tokens: torch.Tensor, lengths: torch.Tensor, hot=None):
         """One token for each of the first n slots: `tokens` [n] go to positions `lengths` [n];
         returns logits [n, vocab], valid until the next call. The caller advances `lengths`.
-        `hot` (an `attention.Hot`): rows' shared prefixes, read by the kernel from one buffer."""
+        `hot` (a `kernels.Hot`): rows' shared prefixes, read by the kernel from one buffer."""
         n = tokens.shape[0]
         rows = torch.arange(n, device=tokens.device)
         if self.kernel is not None:
@@ -205,7 +236,7 @@ class SlotModel:
 
             def attend(index, q, k, v, scale):
                 keys, values = cache.k[index], cache.v[index]
-                return attention.decode_attention(
+                return kernels.decode_attention(
                     self.kernel, q, k, v, keys, values, visible, scale, hot, index, longest
                 )
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tasks.backends.attention import Hot
 from tasks.backends.decode import SlotCache, SlotModel
+from tasks.backends.kernels import Hot
 from tasks.backends.sampling import RowSampler, choose
 from tasks.backends.threads import ThreadCounts
 
@@ -172,7 +172,7 @@ class Engine:
         group.sort(key=lambda r: len(r.prompt), reverse=True)
         first, began = len(self.running), time.perf_counter()
         start = self._shared_prefix(group, first)
-        for r in group:  # decode reads these positions from the kept prefix (attention.Hot)
+        for r in group:  # decode reads these positions from the kept prefix (kernels.Hot)
             r.prefix = self.prefix_kv if start else None
         logits = torch.cat([self._prefill(chunk, first + at, start) for at, chunk in _chunks(group, start)])
         self.stats["prefill_s"] += time.perf_counter() - began

@@ -1,12 +1,14 @@
-"""Decode attention in a small C kernel (`decode_attention.c`), built once with the system C compiler
-and loaded through ctypes; without a compiler, decoding falls back to the same attention in torch.
+"""The decode step's C kernels (`decode_attention.c`, `decode_norms.c`), built once with the system C
+compiler into one library and loaded through ctypes; without a compiler, decoding runs the same
+layers in torch.
 
 Why: on this CPU the decode step's attention, written as torch matmuls, is a batch of 3-row products
 over each slot's keys padded to the longest sequence; it took 9-12 ms per layer at 256 sequences of
 ~300 tokens, against ~5 ms for the kernel, which reads each sequence's own positions once
-(bench/generation.py measures the whole effect). The library is cached by source, flags and CPU in
-`$INSTRUCTFORGE_CACHE/kernels`, so `-march=native` code never runs on another kind of CPU.
-`INSTRUCTFORGE_ATTENTION=torch` turns the kernel off.
+(bench/generation.py measures the whole effect). The RMSNorms and the rotary embedding were 18
+small torch ops a layer, each its own pass and parallel region (decode_norms.c). The library is
+cached by source, flags and CPU in `$INSTRUCTFORGE_CACHE/kernels`, so `-march=native` code never
+runs on another kind of CPU. `INSTRUCTFORGE_ATTENTION=torch` turns the kernels off.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tasks.backends.embedded import cache_root
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("decode_attention.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("decode_attention.c", "decode_norms.c"))
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"]
 _lock = threading.Lock()
 _kernel: ctypes.CDLL | None | bool = False  # False: not tried yet; None: unavailable
@@ -48,20 +50,20 @@ def _build() -> ctypes.CDLL | None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if os.environ.get("INSTRUCTFORGE_ATTENTION", "").lower() == "torch" or compiler is None:
         return None
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in SOURCES)
     key = hashlib.sha256(source + " ".join(_FLAGS).encode() + _cpu_signature().encode()).hexdigest()[:16]
-    library = cache_root() / "kernels" / f"decode_attention-{platform.machine()}-{key}.so"
+    library = cache_root() / "kernels" / f"decode-{platform.machine()}-{key}.so"
     if not library.exists():
         library.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
             built = Path(tmp) / library.name
             # OpenMP when the compiler has it (threads as torch's); otherwise one thread
             for openmp in (["-fopenmp"], []):
-                command = [compiler, *_FLAGS, *openmp, str(SOURCE), "-o", str(built), "-lm"]
+                command = [compiler, *_FLAGS, *openmp, *map(str, SOURCES), "-o", str(built), "-lm"]
                 if _compiles(command):
                     break
             else:
-                log.info("No working C compiler (%s): decode attention runs in torch.", compiler)
+                log.info("No working C compiler (%s): decoding runs in torch.", compiler)
                 return None
             os.replace(built, library)  # atomic: a concurrent process sees no half-written file
     return load(library)
@@ -73,6 +75,10 @@ def load(library: Path) -> ctypes.CDLL:
         [ctypes.c_void_p] * 10 + [ctypes.c_int64] * 8 + [ctypes.c_float, ctypes.c_int]
     )
     kernel.decode_attention.restype = ctypes.c_int
+    kernel.rms_norm.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int]
+    kernel.rms_norm.restype = None
+    kernel.rope.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    kernel.rope.restype = ctypes.c_int
     return kernel
 
 
@@ -84,7 +90,7 @@ def _compiles(command: list[str]) -> bool:
 
 
 def kernel() -> ctypes.CDLL | None:
-    """The compiled kernel, or None where it cannot be built (built at the first call)."""
+    """The compiled kernels, or None where they cannot be built (built at the first call)."""
     global _kernel
     with _lock:
         if _kernel is False:
@@ -145,3 +151,38 @@ def decode_attention(
     if failed:
         raise MemoryError("decode attention: out of memory for its score buffer")
     return out
+
+
+def rms_norm(lib, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm's forward, `weight * (x * rsqrt(mean(x^2) + eps))` over the last dimension,
+    of fp32 `x` (any leading shape)."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    width = x.shape[-1]
+    lib.rms_norm(
+        x.data_ptr(),
+        weight.data_ptr(),
+        out.data_ptr(),
+        x.numel() // width,
+        width,
+        eps,
+        torch.get_num_threads(),
+    )
+    return out
+
+
+def rope_(lib, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
+    """transformers' `apply_rotary_pos_emb` in place, for one position per row: `q` [n, heads, 1,
+    dim] and `k` [n, kv_heads, 1, dim] contiguous, `cos`/`sin` [n, 1, dim]. False (nothing done)
+    where the shapes do not fit; the caller then runs the torch version."""
+    n, heads, steps, dim = q.shape
+    if steps != 1 or not (q.is_contiguous() and k.is_contiguous()) or cos.shape != (n, 1, dim):
+        return False
+    cos, sin = cos.contiguous(), sin.contiguous()
+    threads = torch.get_num_threads()
+    return (
+        lib.rope(
+            q.data_ptr(), k.data_ptr(), cos.data_ptr(), sin.data_ptr(), n, heads, k.shape[1], dim, threads
+        )
+        == 0
+    )

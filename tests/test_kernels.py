@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import torch
 
-from tasks.backends import attention
+from tasks.backends import kernels as attention
 
 
 def torch_attention(q, keys, values, lengths, scale):
@@ -45,7 +45,7 @@ def plain_kernel(tmp_path_factory):
         "-mno-fma",
         "-fPIC",
         "-shared",
-        str(attention.SOURCE),
+        *map(str, attention.SOURCES),
         "-o",
         str(library),
         "-lm",
