@@ -4,7 +4,7 @@ a full sort of the vocabulary, for peaked and flat distributions alike."""
 import torch
 
 from tasks.backends import GenerationParams
-from tasks.backends.sampling import RowSampler, choose
+from tasks.backends.sampling import _CANDIDATES, RowSampler, choose
 
 
 def full_sort_reference(logits, samplers):
@@ -34,6 +34,33 @@ def test_candidates_give_the_full_sort_choice_on_peaked_and_flat_rows():
     for seed in range(5):
         got = choose(logits, samplers(len(logits), seed), None)
         assert got == full_sort_reference(logits, samplers(len(logits), seed))
+
+
+def nucleus_size(row, sampler):
+    probs = (row / sampler.temperature).softmax(-1).sort(descending=True).values
+    return int(((probs.cumsum(-1) - probs) < sampler.top_p).sum())
+
+
+def test_every_tier_of_candidates_gives_the_full_sort_choice():
+    """Rows whose nucleus fits the first cut, needs the second, or needs the full sort; greedy rows
+    mixed in keep their argmax."""
+    generator = torch.Generator().manual_seed(2)
+    vocab = 5000
+    logits = torch.cat([torch.randn(4, vocab, generator=generator) * scale for scale in (8.0, 2.0, 0.1)])
+    rows = samplers(len(logits), 3)
+    sizes = [nucleus_size(row, sampler) for row, sampler in zip(logits, rows)]
+    low, high = _CANDIDATES
+    assert min(sizes) <= low and any(low < n <= high for n in sizes) and max(sizes) > high
+    for seed in range(5):
+        assert choose(logits, samplers(len(logits), seed), None) == full_sort_reference(
+            logits, samplers(len(logits), seed)
+        )
+    mixed = samplers(len(logits), 0)
+    greedy = samplers(len(logits), 0, temperature=0.0)
+    mixed[::2] = greedy[::2]
+    got = choose(logits, mixed, None)
+    assert got[::2] == logits[::2].argmax(-1).tolist()
+    assert got[1::2] == full_sort_reference(logits[1::2], samplers(len(logits), 0)[1::2])
 
 
 def test_top_p_one_can_reach_any_token_and_a_tiny_top_p_is_greedy():
