@@ -2,6 +2,8 @@
 time through `generate` even when rows finish early and waiting prompts take their slots, sampled
 outputs depend only on the prompt and the seed, and concurrent callers share one decode loop."""
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -79,6 +81,44 @@ def test_concurrent_callers_get_what_they_would_get_alone(small):
     for t in threads:
         t.join()
     assert results[0] + results[1] == expected
+
+
+EXIT_RIGHT_AFTER = """
+import atexit, threading
+def report():  # registered first, so it runs last of the exit hooks
+    alive = any(t.name == "decode-engine" and t.is_alive() for t in threading.enumerate())
+    print("decode thread alive at exit:", alive)
+atexit.register(report)
+from tasks.backends import GenerationParams
+from tasks.backends.embedded import EMBEDDED_MODEL
+from tasks.backends.transformers_backend import TransformersBackend
+backend = TransformersBackend(EMBEDDED_MODEL, batch_size=4)
+prompts = [[{"role": "user", "content": "Say hello."}]] * 4
+print(len(backend.generate(prompts, GenerationParams(max_new_tokens=6, temperature=0.0))))
+"""
+
+
+def test_the_decode_thread_is_stopped_before_the_interpreter_exits():
+    """A script that exits as soon as `generate` returns: the decode thread could still be running
+    its step's last torch ops, and the runtime's teardown then aborted the process now and then
+    (exit status 134). The engine closes at exit, before that teardown."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_RIGHT_AFTER], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["4", "decode", "thread", "alive", "at", "exit:", "False"]
+    assert "terminate" not in done.stderr
+
+
+def test_a_closed_engine_stops_its_thread_and_takes_no_more_work():
+    backend = TransformersBackend(EMBEDDED_MODEL, batch_size=2)
+    params = GenerationParams(max_new_tokens=4, temperature=0.0)
+    backend.generate(PROMPTS[:2], params)
+    thread = backend.engine._thread
+    backend.engine.close()
+    assert not thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.generate(PROMPTS[:1], params)
 
 
 def test_too_long_prompts_are_reported_not_generated(small):

@@ -9,6 +9,7 @@ first). Memory is bounded by the slot cache, whatever the number of rows.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 import time
@@ -31,6 +32,7 @@ _MIN_SLOTS = 8  # the smallest cache allocated (more as requests arrive)
 _MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest
 _PADDING = 0.15  # most padding a prompt may get in a prefill run
 _PREFILL_TOKENS = 8192  # most positions in one prefill run
+_CLOSE_WAIT_S = 30.0  # longest wait at exit for the decode thread to finish its step
 
 
 def cache_budget(device: torch.device) -> float:
@@ -94,6 +96,7 @@ class Engine:
         self.running: list[Request] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closed = False
         projection = self.net.body.layers[0].mlp.up_proj
         # a decode-shaped product, run as the steps run it (packed weights or not)
         self.threads = ThreadCounts(
@@ -108,18 +111,35 @@ class Engine:
 
     def submit(self, requests: list[Request]) -> list[Future]:
         with self._wake:
+            if self._closed:
+                raise RuntimeError("the decode engine was closed (the interpreter is exiting)")
             self.waiting.extend(requests)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._serve, name="decode-engine", daemon=True)
                 self._thread.start()
+                atexit.register(self.close)
             self._wake.notify()
         return [r.future for r in requests]
+
+    def close(self) -> None:
+        """Stop the decode thread (after its current step) and wait for it. Runs at exit: a
+        script that ends right after `generate` returned could otherwise exit while the thread
+        still ran the step's last torch ops, and the C++ runtime's teardown then aborted the
+        process ("terminate called without an active exception", exit status 134)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=_CLOSE_WAIT_S)
 
     def _serve(self) -> None:
         while True:
             with self._wake:
-                while not self.waiting and not self.running:
+                while not self.waiting and not self.running and not self._closed:
                     self._wake.wait()
+                if self._closed:
+                    return
             try:
                 with torch.inference_mode():
                     self._run()
@@ -136,7 +156,7 @@ class Engine:
 
     def _run(self) -> None:
         tokens = lengths = seen = None
-        while True:
+        while not self._closed:
             queued = len(self.running) + len(self.waiting)
             if self.cache is not None and self.waiting and self.cache.slots < min(self.max_slots, queued):
                 self._make_room(self.cache.length, queued)  # more requests than slots: add slots
