@@ -5,10 +5,12 @@ Models*, OSDI; the slot cache is vLLM's idea without the paging).
 Each running sequence owns one slot of the cache, its tokens stored from position 0, so sequences
 of different lengths decode side by side with no left padding and a finished one can be replaced
 at once. Running slots are kept at the front (`[0, n)`), so every step works on contiguous views.
-The model's own modules (embeddings, norms, MLP activation, rotary embedding) and weights do all the
-work except attention, the cache and the matrix products, which run the same fp32 arithmetic
-through oneDNN with packed weights on CPU (`matmul.py`), so outputs follow the checkpoint's code and
-weights (greedy outputs equal `generate`'s: tests/test_engine.py).
+The model's own modules (embeddings, norms, MLP activation, rotary embedding) and weights do the
+work, except for what runs faster as the same fp32 arithmetic on CPU: attention and the cache;
+the matrix products, through oneDNN with packed weights, the MLP's SiLU and product and the
+residual adds fused into them (`matmul.py`); and Llama-style RMSNorm and the rotary embedding in C
+(`kernels.py`, checked against the modules when the model loads). So outputs follow the
+checkpoint's code and weights (greedy outputs equal `generate`'s: tests/test_engine.py).
 
 Why not `generate`: its growing cache copies every layer's keys and values on every step, rows that
 finished keep being computed until the whole batch ends, and the full-vocabulary head runs on every
