@@ -164,17 +164,17 @@ def test_a_shared_prompt_prefix_is_prefilled_once_and_changes_no_output():
 
 
 def test_prefill_runs_keep_padding_and_size_bounded():
-    from tasks.backends import engine
+    from tasks.backends import engine, prefill_runs
 
     lengths = [103, 99, 97, 76, 74, 70, 63, 60, 55, 54, 50, 49, 48] + [30] * 400
     group = [engine.Request(list(range(n)), 8, None, ()) for n in lengths]
-    chunks = engine._chunks(group, start=20)
+    chunks = prefill_runs.split(group, start=20)
     assert [r for _, chunk in chunks for r in chunk] == group  # every prompt once, in order
     for at, chunk in chunks:
         assert group[at] is chunk[0]
         width = len(chunk[0].prompt) - 20
-        assert all(len(r.prompt) - 20 >= (1 - engine._PADDING) * width for r in chunk)
-        assert len(chunk) * width <= engine._PREFILL_TOKENS or len(chunk) == 1
+        assert all(len(r.prompt) - 20 >= (1 - prefill_runs.PADDING) * width for r in chunk)
+        assert len(chunk) * width <= prefill_runs.MOST_POSITIONS or len(chunk) == 1
     assert len(chunks) < 12
 
 

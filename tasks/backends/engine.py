@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tasks.backends import prefill_runs
 from tasks.backends.decode import SlotCache, SlotModel
 from tasks.backends.kernels import Hot
 from tasks.backends.sampling import RowSampler, choose
@@ -30,8 +31,6 @@ _ALIGN = 128  # cache length grows in steps of this many tokens
 _FIRST_LENGTH = 512
 _MIN_SLOTS = 8  # the smallest cache allocated (more as requests arrive)
 _MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest
-_PADDING = 0.15  # most padding a prompt may get in a prefill run
-_PREFILL_TOKENS = 8192  # most positions in one prefill run
 _CLOSE_WAIT_S = 30.0  # longest wait at exit for the decode thread to finish its step
 
 
@@ -47,25 +46,6 @@ def cache_budget(device: torch.device) -> float:
         return max(2**30, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4)
     except (ValueError, OSError, AttributeError):  # no sysconf (Windows): a fixed 3 GB
         return 3 * 2**30
-
-
-def _chunks(group: list[Request], start: int) -> list[tuple[int, list[Request]]]:
-    """Split a longest-first group into runs prefilled together: padded to their longest prompt, so
-    a run takes prompts while padding stays under `_PADDING` of each row and the run under
-    `_PREFILL_TOKENS` positions (activation memory). One padded batch of the bench's prompts (48-103
-    tokens) was half padding."""
-    chunks, at = [], 0
-    while at < len(group):
-        width, end = len(group[at].prompt) - start, at + 1
-        while (
-            end < len(group)
-            and len(group[end].prompt) - start >= (1 - _PADDING) * width
-            and (end - at + 1) * width <= _PREFILL_TOKENS
-        ):
-            end += 1
-        chunks.append((at, group[at:end]))
-        at = end
-    return chunks
 
 
 @dataclass
@@ -194,7 +174,9 @@ class Engine:
         start = self._shared_prefix(group, first)
         for r in group:  # decode reads these positions from the kept prefix (kernels.Hot)
             r.prefix = self.prefix_kv if start else None
-        logits = torch.cat([self._prefill(chunk, first + at, start) for at, chunk in _chunks(group, start)])
+        logits = torch.cat(
+            [self._prefill(chunk, first + at, start) for at, chunk in prefill_runs.split(group, start)]
+        )
         self.stats["prefill_s"] += time.perf_counter() - began
         plen = torch.tensor([len(r.prompt) for r in group], device=self.device)
         new_seen = self._seen(group) if seen is not None or self._penalized(group) else None
