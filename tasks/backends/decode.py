@@ -248,14 +248,14 @@ class SlotModel:
         head, last = self.lm.lm_head, x[:, 0]
         if self.head_into:
             return torch.mm(last, head.weight.t(), out=self._kept_logits(n))
-        rows = _FRESH_BYTES // (self.lm.config.vocab_size * last.element_size())
-        if head in self.linear.packed and n > rows > 0:
+        block = _FRESH_BYTES // (self.lm.config.vocab_size * last.element_size())  # rows
+        if head in self.linear.packed and n > block > 0:
             # subtle: row blocks into a kept buffer. Above glibc's largest mmap threshold (32 MB:
             # 171 rows of this vocabulary) every fresh output is a new mapping, page-faulted in
             # as it is written: a 256-row step's head took 44 ms in one product, 33 ms in blocks.
             logits = self._kept_logits(n)
-            for start in range(0, n, rows):
-                logits[start : start + rows] = self.linear(head, last[start : start + rows])
+            for start in range(0, n, block):
+                logits[start : start + block] = self.linear(head, last[start : start + block])
             return logits
         return self.linear(head, last).float()
 
