@@ -132,6 +132,45 @@ def test_kernel_reads_only_each_sequence_positions(kernel):
     assert torch.equal(before, after)
 
 
+@pytest.mark.parametrize("build", ["kernel", "plain_kernel"])
+def test_rms_norm_gives_the_llama_module_result(build, request):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    kernel = request.getfixturevalue(build)
+    generator = torch.Generator().manual_seed(3)
+    for width in (576, 100):  # a multiple of the kernel's 16 partial sums, and not
+        module = LlamaRMSNorm(width, eps=1e-5)
+        module.weight.data = torch.randn(width, generator=generator)
+        x = torch.randn(7, 1, width, generator=generator) * 4
+        with torch.inference_mode():
+            got = attention.rms_norm(kernel, x, module.weight, module.variance_epsilon)
+            torch.testing.assert_close(got, module(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("build", ["kernel", "plain_kernel"])
+def test_rotary_embedding_in_place_is_bit_identical_to_transformers(build, request):
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    kernel = request.getfixturevalue(build)
+    generator = torch.Generator().manual_seed(4)
+    n, heads, kv_heads, dim = 5, 6, 2, 64
+    # q and k as the decode step makes them: each product's [n, 1, heads * dim] output, viewed
+    q = torch.randn(n, 1, heads * dim, generator=generator).view(n, 1, heads, dim).transpose(1, 2)
+    k = torch.randn(n, 1, kv_heads * dim, generator=generator).view(n, 1, kv_heads, dim).transpose(1, 2)
+    angles = torch.rand(n, 1, dim // 2, generator=generator) * 100
+    cos, sin = torch.cat([angles, angles], -1).cos(), torch.cat([angles, angles], -1).sin()
+    expected_q, expected_k = apply_rotary_pos_emb(q, k, cos, sin)
+    assert attention.rope_(kernel, q, k, cos, sin)
+    assert torch.equal(q, expected_q) and torch.equal(k, expected_k)
+    # a prefill's several positions per row, or rows that are not contiguous: left to transformers
+    several = torch.randn(n, heads, 3, dim)
+    assert not attention.rope_(kernel, several, several[:, :kv_heads], cos, sin)
+    joint = torch.randn(n, 1, (heads + kv_heads) * dim)
+    strided = joint[..., : heads * dim].view(n, 1, heads, dim).transpose(1, 2)
+    before = strided.clone()
+    assert not attention.rope_(kernel, strided, k, cos, sin) and torch.equal(strided, before)
+
+
 def test_torch_setting_turns_the_kernel_off(monkeypatch):
     monkeypatch.setenv("INSTRUCTFORGE_ATTENTION", "torch")
     assert attention._build() is None
