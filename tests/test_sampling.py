@@ -68,3 +68,13 @@ def test_top_p_one_can_reach_any_token_and_a_tiny_top_p_is_greedy():
     assert choose(logits, samplers(3, 0, top_p=1e-6), None) == logits.argmax(-1).tolist()
     picks = {tuple(choose(logits, samplers(3, seed, top_p=1.0, temperature=5.0), None)) for seed in range(20)}
     assert len(picks) == 20
+
+
+def test_tokens_masked_with_minus_infinity_are_never_drawn():
+    """The subnormal floor raises only finite logits: a -inf token keeps probability 0."""
+    logits = torch.zeros(2, 10)
+    logits[:, 3:] = float("-inf")
+    drawn = {
+        t for seed in range(100) for t in choose(logits, samplers(2, seed, top_p=1.0, temperature=1.0), None)
+    }
+    assert drawn == {0, 1, 2}

@@ -86,7 +86,11 @@ def _nucleus(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
     # subtle: softmax, not exp(x - logsumexp): most of a vocabulary's exp() are subnormal floats,
     # which took 200 ms per step through exp/logsumexp here and 17 ms through softmax's kernel;
     # raising the far tail to _FLOOR below the top keeps them out of subnormal range altogether.
-    probs = scaled.clamp_min_(scaled.amax(-1, keepdim=True) - _FLOOR).softmax(-1)
+    masked = scaled == float("-inf") if bool(scaled.amin() == float("-inf")) else None
+    scaled.clamp_min_(scaled.amax(-1, keepdim=True) - _FLOOR)
+    if masked is not None:  # a token masked with -inf keeps probability 0
+        scaled.masked_fill_(masked, float("-inf"))
+    probs = scaled.softmax(-1)
     draws = torch.stack([torch.rand((), generator=s.generator) for s in samplers]).to(logits.device)
     picks = torch.empty(len(samplers), dtype=torch.long, device=logits.device)
     rows = torch.arange(len(samplers), device=logits.device)
