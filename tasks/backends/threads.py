@@ -28,6 +28,11 @@ import torch
 T = TypeVar("T")
 
 _RECHECK_S = 20.0  # how often a count is measured again (other processes come and go)
+# A measurement that would change a count is taken again this much later, and the count changes
+# only if both agree: in a flow, a task run ending (its results written, the next one started)
+# kept both cores busy for a moment, a re-measurement then chose 1 thread, and prefill and the
+# fullest decode steps ran on one thread for the next 20 s (a 512-row flow: 79 s instead of 72).
+_CONFIRM_S = 1.0
 _MEASURED_ROWS = 256  # counts are measured at up to this many rows (more: as many)
 # torch's thread count before any engine changed it (an engine sets the process-wide count)
 _THREADS = torch.get_num_threads()
@@ -40,13 +45,15 @@ class ThreadCounts:
     5-10x slower on 2 threads than on 1 under load); a full batch or a prefill runs ~1.8x faster
     on 2 when the machine is quiet. So the choice is measured per power-of-two number of rows (a
     2-row step must not leave the next 8,000-position prefill on one thread), and again every
-    `_RECHECK_S` seconds. `INSTRUCTFORGE_THREADS` fixes the count instead."""
+    `_RECHECK_S` seconds; a changed choice must be measured twice, `_CONFIRM_S` apart, to take
+    effect. `INSTRUCTFORGE_THREADS` fixes the count instead."""
 
     def __init__(self, probe: Callable[[torch.Tensor], object], width: int, device: torch.device) -> None:
         self.probe, self.width, self.device = probe, width, device  # probe(x): x is [rows, width]
         self.most = _THREADS
         self.fixed = os.environ.get("INSTRUCTFORGE_THREADS")
-        self.measured: dict[int, tuple[int, float]] = {}  # rows bucket -> (threads, when measured)
+        # rows bucket -> [threads in use, when to measure next, a differing count awaiting confirmation]
+        self.measured: dict[int, list] = {}
 
     def use(self, rows: int) -> None:
         """Set torch's thread count for a step of `rows` rows (a prefill: its positions)."""
@@ -54,23 +61,31 @@ class ThreadCounts:
             torch.set_num_threads(int(self.fixed or self.most))
             return
         bucket = min(1 << max(rows - 1, 0).bit_length(), _MEASURED_ROWS)
-        measured = self.measured.get(bucket)
-        if measured is None or time.monotonic() - measured[1] > _RECHECK_S:
-            measured = self.measured[bucket] = self.fastest(bucket), time.monotonic()
-        if torch.get_num_threads() != measured[0]:
-            torch.set_num_threads(measured[0])
+        entry, now = self.measured.get(bucket), time.monotonic()
+        if entry is None:
+            entry = self.measured[bucket] = [self.fastest(bucket), now + _RECHECK_S, None]
+        elif now >= entry[1]:
+            found = self.fastest(bucket)
+            if found == entry[0] or found == entry[2]:  # unchanged, or confirmed
+                entry[:] = [found, now + _RECHECK_S, None]
+            else:  # a change, perhaps a moment's load: keep the count until it is measured again
+                entry[1:] = [now + _CONFIRM_S, found]
+        if torch.get_num_threads() != entry[0]:
+            torch.set_num_threads(entry[0])
 
     def fastest(self, rows: int) -> int:
+        """The thread count that runs the probe on `rows` rows fastest: the best of several runs
+        each, taken in alternating rounds so that a moment's load falls on both counts."""
         x = torch.randn(rows, self.width)
-        best = {}
-        for threads in (1, self.most):
-            torch.set_num_threads(threads)
-            times = []
-            for _ in range(6):
-                start = time.perf_counter()
-                self.probe(x)
-                times.append(time.perf_counter() - start)
-            best[threads] = min(times[1:])
+        best = {1: float("inf"), self.most: float("inf")}
+        for _ in range(3):
+            for threads in best:
+                torch.set_num_threads(threads)
+                self.probe(x)  # the first run after a change of count wakes or parks the workers
+                for _ in range(3):
+                    start = time.perf_counter()
+                    self.probe(x)
+                    best[threads] = min(best[threads], time.perf_counter() - start)
         return min(best, key=best.get)
 
 
