@@ -32,7 +32,7 @@ def test_candidates_give_the_full_sort_choice_on_peaked_and_flat_rows():
     flat = torch.randn(6, vocab, generator=generator) * 0.1  # the nucleus spans thousands of tokens
     logits = torch.cat([peaked, flat])
     for seed in range(5):
-        got = choose(logits, samplers(len(logits), seed), None)
+        got = choose(logits.clone(), samplers(len(logits), seed), None)
         assert got == full_sort_reference(logits, samplers(len(logits), seed))
 
 
@@ -46,27 +46,31 @@ def test_every_tier_of_candidates_gives_the_full_sort_choice():
     mixed in keep their argmax."""
     generator = torch.Generator().manual_seed(2)
     vocab = 5000
-    logits = torch.cat([torch.randn(4, vocab, generator=generator) * scale for scale in (8.0, 2.0, 0.1)])
+    scales = (8.0, 3.0, 2.0, 1.5, 0.1)
+    logits = torch.cat([torch.randn(4, vocab, generator=generator) * scale for scale in scales])
     rows = samplers(len(logits), 3)
     sizes = [nucleus_size(row, sampler) for row, sampler in zip(logits, rows)]
-    low, high = _CANDIDATES
-    assert min(sizes) <= low and any(low < n <= high for n in sizes) and max(sizes) > high
+    bounds = [0, *_CANDIDATES, vocab]
+    assert all(any(low < n <= high for n in sizes) for low, high in zip(bounds, bounds[1:]))
     for seed in range(5):
-        assert choose(logits, samplers(len(logits), seed), None) == full_sort_reference(
+        assert choose(logits.clone(), samplers(len(logits), seed), None) == full_sort_reference(
             logits, samplers(len(logits), seed)
         )
     mixed = samplers(len(logits), 0)
     greedy = samplers(len(logits), 0, temperature=0.0)
     mixed[::2] = greedy[::2]
-    got = choose(logits, mixed, None)
+    got = choose(logits.clone(), mixed, None)
     assert got[::2] == logits[::2].argmax(-1).tolist()
     assert got[1::2] == full_sort_reference(logits[1::2], samplers(len(logits), 0)[1::2])
 
 
 def test_top_p_one_can_reach_any_token_and_a_tiny_top_p_is_greedy():
     logits = torch.randn(3, 1000, generator=torch.Generator().manual_seed(1))
-    assert choose(logits, samplers(3, 0, top_p=1e-6), None) == logits.argmax(-1).tolist()
-    picks = {tuple(choose(logits, samplers(3, seed, top_p=1.0, temperature=5.0), None)) for seed in range(20)}
+    assert choose(logits.clone(), samplers(3, 0, top_p=1e-6), None) == logits.argmax(-1).tolist()
+    picks = {
+        tuple(choose(logits.clone(), samplers(3, seed, top_p=1.0, temperature=5.0), None))
+        for seed in range(20)
+    }
     assert len(picks) == 20
 
 
@@ -75,6 +79,41 @@ def test_tokens_masked_with_minus_infinity_are_never_drawn():
     logits = torch.zeros(2, 10)
     logits[:, 3:] = float("-inf")
     drawn = {
-        t for seed in range(100) for t in choose(logits, samplers(2, seed, top_p=1.0, temperature=1.0), None)
+        t
+        for seed in range(100)
+        for t in choose(logits.clone(), samplers(2, seed, top_p=1.0, temperature=1.0), None)
     }
     assert drawn == {0, 1, 2}
+
+
+def test_top_p_one_draws_each_token_at_its_probability_whatever_the_batch():
+    """Top-p 1 (Magpie) draws from the cumulative sum in vocabulary order, without sorting: each
+    token comes up at its own probability, and a row draws the same token alone or in any batch."""
+    probs = torch.tensor([0.05, 0.5, 0.0, 0.3, 0.15])
+    logits = probs.log()[None].expand(4000, -1).contiguous()  # -inf for the impossible token
+    rows = [RowSampler.create(GenerationParams(temperature=1.0, top_p=1.0, seed=s), [s]) for s in range(4000)]
+    drawn = torch.tensor(choose(logits.clone(), rows, None))
+    share = torch.bincount(drawn, minlength=5) / len(drawn)
+    assert share[2] == 0 and torch.allclose(share, probs, atol=0.025)
+    # the same rows, again from their seeds: alone, and beside rows that take the nucleus path
+    again = [RowSampler.create(GenerationParams(temperature=1.0, top_p=1.0, seed=s), [s]) for s in range(3)]
+    alone = [choose(logits[:1].clone(), [row], None)[0] for row in again]
+    assert alone == drawn[:3].tolist()
+    again = [RowSampler.create(GenerationParams(temperature=1.0, top_p=1.0, seed=s), [s]) for s in range(3)]
+    nucleus = samplers(3, 0)
+    mixed = choose(
+        logits[:6].clone(), [again[0], nucleus[0], again[1], nucleus[1], again[2], nucleus[2]], None
+    )
+    assert mixed[::2] == drawn[:3].tolist()
+    assert mixed[1::2] == full_sort_reference(logits[:3], samplers(3, 0))
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_seen_tokens():
+    from tasks.backends.sampling import penalize
+
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(4))
+    seen = torch.rand(3, 50, generator=torch.Generator().manual_seed(5)) < 0.3
+    penalty = torch.tensor([1.3, 1.0, 2.0])
+    scaled = torch.where(logits < 0, logits * penalty[:, None], logits / penalty[:, None])
+    expected = torch.where(seen, scaled, logits)  # transformers' RepetitionPenaltyLogitsProcessor
+    assert torch.equal(penalize(logits.clone(), seen, penalty), expected)

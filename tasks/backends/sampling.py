@@ -9,14 +9,17 @@ which other prompts shared its batch: a resumed run regenerates exactly what a c
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 
 import torch
 
 # Tokens looked at, in turn, before falling back to a full sort (see _nucleus). In the bench's
 # sampled run (temperature 0.7, top-p 0.9) the nucleus held more than 64 tokens in 0.44% of row
-# steps and more than 1,024 in none.
-_CANDIDATES = (64, 1024)
+# steps and more than 1,024 in none; at temperature 1 and top-p 0.95, 58% of rows of one bench
+# step needed more than 64, 18% more than 256 and 1% more than 1,024 (the 256 cut: 52 -> 43 ms a
+# 245-row step, most of it in top-k).
+_CANDIDATES = (64, 256, 1024)
 # Scaled logits further than this below their row's largest are raised to it before the softmax:
 # their exp() would be a subnormal float (below e^-87), which this CPU computes far slower (a
 # softmax over 64 rows of logits spread that wide took 6.6 ms, against 0.7 with subnormals flushed;
@@ -24,6 +27,7 @@ _CANDIDATES = (64, 1024)
 # huge negative logits would). Such a token's probability becomes e^-80 (1.8e-35) instead of a few
 # 1e-38 or 0: nothing that a float32 sum or a top-p cut can see.
 _FLOOR = 80.0
+_kept = threading.local()  # each engine thread's probability buffer (see _probs_buffer)
 
 
 def row_seed(seed: int, prompt_ids: list[int], copy: int = 0) -> int:
@@ -51,22 +55,27 @@ class RowSampler:
 
 
 def penalize(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
-    """CTRL's repetition penalty (Keskar et al., 2019) on tokens already in each row's context."""
-    scaled = torch.where(logits < 0, logits * penalty, logits / penalty)
-    return torch.where(seen, scaled, logits)
+    """CTRL's repetition penalty (Keskar et al., 2019) on tokens already in each row's context
+    (`penalty` [rows]), in place, touching only those tokens: a few hundred a row, of 49k."""
+    rows, tokens = seen.nonzero(as_tuple=True)
+    values, factor = logits[rows, tokens], penalty[rows]
+    logits[rows, tokens] = torch.where(values < 0, values * factor, values / factor)
+    return logits
 
 
 def choose(logits: torch.Tensor, samplers: list[RowSampler], seen: torch.Tensor | None) -> list[int]:
-    """The next token of every row: greedy where temperature is 0, else nucleus sampling."""
+    """The next token of every row: greedy where temperature is 0, else nucleus sampling.
+    Overwrites `logits` (the decode step's, which nothing reads after this)."""
     if seen is not None:
         penalty = torch.tensor([s.repetition_penalty for s in samplers], device=logits.device)
-        logits = penalize(logits, seen, penalty[:, None])
+        logits = penalize(logits, seen, penalty)
     sampled = [i for i, s in enumerate(samplers) if s.generator is not None]
     if not sampled:
         return logits.argmax(-1).tolist()
     greedy = [i for i, s in enumerate(samplers) if s.generator is None]
     if not greedy:  # every row samples: no copy of the logits
         return _nucleus(logits, samplers).tolist()
+    # (the sampled rows' logits are copied out, so the greedy rows' are left as they were)
     tokens = torch.empty(len(samplers), dtype=torch.long, device=logits.device)
     tokens[greedy] = logits[greedy].argmax(-1)
     tokens[sampled] = _nucleus(logits[sampled], [samplers[i] for i in sampled]).to(tokens.device)
@@ -74,15 +83,20 @@ def choose(logits: torch.Tensor, samplers: list[RowSampler], seen: torch.Tensor 
 
 
 def _nucleus(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
-    """Nucleus sampling (Holtzman et al., 2020). Sorting the whole vocabulary of every row took longer
-    than the decode step itself here (660 ms for 128 rows of 49k logits); the nucleus almost always
-    lies among the few most likely tokens, so rows are first cut to their top `_CANDIDATES[0]`,
-    then those whose candidates hold less than top_p of the mass to their top `_CANDIDATES[1]`,
-    and only then sorted in full. Either way a row keeps the same tokens as a full sort, with
-    probabilities normalized over the whole vocabulary."""
+    """Nucleus sampling (Holtzman et al., 2020), overwriting `logits`. A row with top-p 1 (Magpie's
+    instructions) keeps its whole vocabulary, so it draws from the cumulative sum of its
+    probabilities in vocabulary order: no sort. For the others, sorting the whole vocabulary of
+    every row took longer than the decode step itself here (660 ms for 128 rows of 49k logits); the
+    nucleus almost always lies among the few most likely tokens, so rows are first cut to their top
+    `_CANDIDATES[0]`, then those whose candidates hold less than top_p of the mass to the next
+    count, and so on; only rows past the last are sorted in full. Either way a row keeps the same
+    tokens as a full sort, with probabilities normalized over the whole vocabulary."""
     temperature = torch.tensor([s.temperature for s in samplers], device=logits.device)[:, None]
     top_p = torch.tensor([s.top_p for s in samplers], device=logits.device)[:, None]
-    scaled = logits / temperature
+    # subtle: in place and into a kept buffer. A fresh [256, 49k] tensor (48 MB) is above glibc's
+    # largest mmap threshold: each was a new mapping, page-faulted in as it was written, and the
+    # fresh quotient and softmax made a 245-row step's sampling take 36 ms instead of 14.
+    scaled = logits.div_(temperature)
     # subtle: softmax, not exp(x - logsumexp): most of a vocabulary's exp() are subnormal floats,
     # which took 200 ms per step through exp/logsumexp here and 17 ms through softmax's kernel;
     # raising the far tail to _FLOOR below the top keeps them out of subnormal range altogether.
@@ -90,11 +104,23 @@ def _nucleus(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
     scaled.clamp_min_(scaled.amax(-1, keepdim=True) - _FLOOR)
     if masked is not None:  # a token masked with -inf keeps probability 0
         scaled.masked_fill_(masked, float("-inf"))
-    probs = scaled.softmax(-1)
+    probs = torch.softmax(scaled, -1, out=_probs_buffer(scaled))
     draws = torch.stack([torch.rand((), generator=s.generator) for s in samplers]).to(logits.device)
     picks = torch.empty(len(samplers), dtype=torch.long, device=logits.device)
     rows = torch.arange(len(samplers), device=logits.device)
+    whole = top_p[:, 0] >= 1.0
+    if bool(whole.any()):
+        every = bool(whole.all())
+        at = rows if every else rows[whole]
+        # the scaled logits are spent: their buffer takes the cumulative sums
+        cdf = torch.cumsum(probs if every else probs[at], -1, out=scaled[: len(at)])
+        # right=True: token i is drawn for a point in [cdf[i-1], cdf[i]), so never at probability 0
+        index = torch.searchsorted(cdf, (draws[at] * cdf[:, -1])[:, None], right=True)
+        picks[at] = index[:, 0].clamp_max(cdf.shape[-1] - 1)
+        rows = rows[~whole]
     for count in _CANDIDATES:
+        if not len(rows):
+            return picks
         pending = probs if len(rows) == len(samplers) else probs[rows]  # (no copy on the first pass)
         sorted_probs, order = pending.topk(min(count, probs.shape[-1]), dim=-1)
         enough = sorted_probs.sum(-1) >= top_p[rows, 0]
@@ -103,12 +129,22 @@ def _nucleus(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
         done = rows[enough]
         picks[done] = _pick(sorted_probs[enough], order[enough], top_p[done], draws[done])
         rows = rows[~enough]
-        if not len(rows):
-            return picks
-    # flat distributions: the nucleus reaches past every candidate
-    full, full_order = probs[rows].sort(-1, descending=True)
-    picks[rows] = _pick(full, full_order, top_p[rows], draws[rows])
+    if len(rows):  # flat distributions: the nucleus reaches past every candidate
+        full, full_order = probs[rows].sort(-1, descending=True)
+        picks[rows] = _pick(full, full_order, top_p[rows], draws[rows])
     return picks
+
+
+def _probs_buffer(like: torch.Tensor) -> torch.Tensor:
+    """A tensor shaped like `like`, kept by the calling thread from one step to the next."""
+    buffer = getattr(_kept, "probs", None)
+    if (
+        buffer is None
+        or buffer.numel() < like.numel()
+        or (buffer.dtype, buffer.device) != (like.dtype, like.device)
+    ):
+        buffer = _kept.probs = torch.empty(like.numel(), dtype=like.dtype, device=like.device)
+    return buffer[: like.numel()].view(like.shape)
 
 
 def _pick(sorted_probs, order, top_p, draws) -> torch.Tensor:
