@@ -12,7 +12,9 @@ the response step renders them; greedy; up to --max-new-tokens each):
    TransformersLLM does), on the first --naive-prompts prompts (its rate does not depend on how
    many), at 1 thread and at torch's default, keeping the faster;
 3. our backend on all prompts, and whether its outputs equal the baseline's on the shared prompts;
-   then sampled (temperature 0.7, top-p 0.9, as the flows generate) on --sampled-prompts of them;
+   then sampled (temperature 0.7, top-p 0.9, as the flows generate) on --sampled-prompts of them,
+   and Magpie's instruction step (--magpie-rows user turns written from the chat template's
+   pre-query prompt alone: temperature 1, top-p 1, up to 64 tokens, stopped at the end of the turn);
 4. Prefect's overhead on a --flow-rows-row response run: the flow's wall time minus the time spent
    inside the backend, with a zero-cost backend, as a share of that plus the time our backend needs
    to generate those rows (an upper bound: with a real model, bookkeeping overlaps generation);
@@ -48,6 +50,7 @@ from tasks.backends import GenerationParams, get_backend  # noqa: E402
 from tasks.backends.embedded import EMBEDDED_MODEL  # noqa: E402
 from tasks.backends.matmul import onednn_available, pack, packed_linear  # noqa: E402
 from tasks.backends.threads import on_own_thread  # noqa: E402
+from tasks.magpie import pre_query_template  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()
 
@@ -124,6 +127,15 @@ def ours(backend, prompts, params) -> tuple[float, float, list[str]]:
     return sum(g.completion_tokens for g in gens) / elapsed, len(gens) / elapsed, [g.text for g in gens]
 
 
+def magpie(backend, rows: int) -> float:
+    """Tokens/s of Magpie's instruction step: `rows` user turns from one pre-query prompt."""
+    query = pre_query_template(backend.tokenizer)
+    params = GenerationParams(max_new_tokens=64, temperature=1.0, top_p=1.0, stop=query.stop)
+    start = time.perf_counter()
+    gens = backend.generate([query.prompt] * rows, params)
+    return sum(g.completion_tokens for g in gens) / (time.perf_counter() - start)
+
+
 def resident_mb() -> float:
     """Current resident memory (ru_maxrss is a peak, so it cannot show growth after one)."""
     return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
@@ -140,6 +152,7 @@ def main() -> None:
     parser.add_argument(
         "--sampled-prompts", type=int, default=128, help="prompts for the sampled run (0: skip it)"
     )
+    parser.add_argument("--magpie-rows", type=int, default=256, help="rows of the Magpie run (0: skip it)")
     args = parser.parse_args()
 
     backend = get_backend("transformers", args.model)
@@ -182,6 +195,13 @@ def main() -> None:
             f"ours, sampled          {sampled_tok_s:8.1f} tok/s  (temperature 0.7, top-p 0.9; "
             f"{args.sampled_prompts} prompts) = {sampled_tok_s / naive_tok_s:.1f}x naive greedy"
         )
+    magpie_tok_s = None
+    if args.magpie_rows:
+        magpie_tok_s = magpie(backend, args.magpie_rows)
+        print(
+            f"ours, Magpie           {magpie_tok_s:8.1f} tok/s  (user turns from the pre-query prompt; "
+            f"temperature 1, top-p 1; {args.magpie_rows} rows)"
+        )
     gen_s = args.flow_rows / rows_s
     with tempfile.TemporaryDirectory() as tmp:
         overhead_s = prefect_overhead(args.flow_rows, Path(tmp))
@@ -209,6 +229,7 @@ def main() -> None:
                 "ours_tok_s": round(ours_tok_s, 1),
                 "ours_rows_s": round(rows_s, 3),
                 "ours_sampled_tok_s": sampled_tok_s and round(sampled_tok_s, 1),
+                "ours_magpie_tok_s": magpie_tok_s and round(magpie_tok_s, 1),
                 "speedup_vs_naive": round(ours_tok_s / naive_tok_s, 2),
                 "fraction_of_ceiling": round(ours_tok_s / ceiling, 3),
                 "outputs_equal_naive": f"{same}/{len(naive_texts)}",
