@@ -168,14 +168,16 @@ def test_prefill_runs_keep_padding_and_size_bounded():
 
     lengths = [103, 99, 97, 76, 74, 70, 63, 60, 55, 54, 50, 49, 48] + [30] * 400
     group = [engine.Request(list(range(n)), 8, None, ()) for n in lengths]
-    chunks = prefill_runs.split(group, start=20)
-    assert [r for _, chunk in chunks for r in chunk] == group  # every prompt once, in order
-    for at, chunk in chunks:
-        assert group[at] is chunk[0]
-        width = len(chunk[0].prompt) - 20
-        assert all(len(r.prompt) - 20 >= (1 - prefill_runs.PADDING) * width for r in chunk)
-        assert len(chunk) * width <= prefill_runs.MOST_POSITIONS or len(chunk) == 1
-    assert len(chunks) < 12
+    for most in (prefill_runs.MOST_POSITIONS, prefill_runs.MOST_POSITIONS_CPU):
+        chunks = prefill_runs.split(group, 20, most)
+        assert [r for _, chunk in chunks for r in chunk] == group  # every prompt once, in order
+        for at, chunk in chunks:
+            assert group[at] is chunk[0]
+            width = len(chunk[0].prompt) - 20
+            assert all(len(r.prompt) - 20 >= (1 - prefill_runs.PADDING) * width for r in chunk)
+            assert len(chunk) * width <= most or len(chunk) == 1
+        positions = sum(len(r.prompt) - 20 for r in group)
+        assert len(chunks) < 12 + positions // most  # runs as full as the padding bound allows
 
 
 def test_the_cache_gets_slots_as_requests_arrive_and_keeps_running_rows():

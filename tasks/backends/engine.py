@@ -71,6 +71,8 @@ class Engine:
         self.refill = max(1, refill)
         self.vocab = model.config.vocab_size
         self.device = model.device
+        cpu = self.device.type == "cpu"
+        self.most = prefill_runs.MOST_POSITIONS_CPU if cpu else prefill_runs.MOST_POSITIONS
         self.cache: SlotCache | None = None
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -175,7 +177,10 @@ class Engine:
         for r in group:  # decode reads these positions from the kept prefix (kernels.Hot)
             r.prefix = self.prefix_kv if start else None
         logits = torch.cat(
-            [self._prefill(chunk, first + at, start) for at, chunk in prefill_runs.split(group, start)]
+            [
+                self._prefill(chunk, first + at, start)
+                for at, chunk in prefill_runs.split(group, start, self.most)
+            ]
         )
         self.stats["prefill_s"] += time.perf_counter() - began
         plen = torch.tensor([len(r.prompt) for r in group], device=self.device)

@@ -1,8 +1,10 @@
 """How the engine cuts a group of new prompts into prefill runs.
 
 A run is padded to its longest prompt, so it takes prompts (queued longest first) while padding
-stays under `PADDING` of each row and the run under `MOST_POSITIONS` positions (activation memory).
-One padded batch of the bench's prompts (48-103 tokens) was half padding.
+stays under `PADDING` of each row and the run under a number of positions: `MOST_POSITIONS`
+(activation memory), or `MOST_POSITIONS_CPU` on a CPU, where a run's activations then stay in the
+caches ([1024, 1536] floats is 6 MB): the bench's 256 prompts prefilled in 5.9 s instead of 6.2,
+with identical outputs. One padded batch of the bench's prompts (48-103 tokens) was half padding.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Protocol, TypeVar
 
 PADDING = 0.15  # most padding a prompt may get in a prefill run
 MOST_POSITIONS = 8192  # most positions in one prefill run
+MOST_POSITIONS_CPU = 1024
 
 
 class HasPrompt(Protocol):
@@ -20,16 +23,17 @@ class HasPrompt(Protocol):
 R = TypeVar("R", bound=HasPrompt)
 
 
-def split(group: list[R], start: int) -> list[tuple[int, list[R]]]:
+def split(group: list[R], start: int, most: int = MOST_POSITIONS) -> list[tuple[int, list[R]]]:
     """(index of its first prompt, its prompts) for each run of a longest-first `group`, whose
-    first `start` tokens are already in the cache (a shared prefix)."""
+    first `start` tokens are already in the cache (a shared prefix), of at most `most` positions
+    (or a single prompt)."""
     runs, at = [], 0
     while at < len(group):
         width, end = len(group[at].prompt) - start, at + 1
         while (
             end < len(group)
             and len(group[end].prompt) - start >= (1 - PADDING) * width
-            and (end - at + 1) * width <= MOST_POSITIONS
+            and (end - at + 1) * width <= most
         ):
             end += 1
         runs.append((at, group[at:end]))
