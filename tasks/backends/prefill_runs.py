@@ -3,8 +3,9 @@
 A run is padded to its longest prompt, so it takes prompts (queued longest first) while padding
 stays under `PADDING` of each row and the run under a number of positions: `MOST_POSITIONS`
 (activation memory), or `MOST_POSITIONS_CPU` on a CPU, where a run's activations then stay in the
-caches ([1024, 1536] floats is 6 MB): the bench's 256 prompts prefilled in 5.9 s instead of 6.2,
-with identical outputs. One padded batch of the bench's prompts (48-103 tokens) was half padding.
+caches ([1024, 1536] floats is 6 MB): the bench's 256 prompts prefilled in 5.5 s instead of
+5.9-6.0 (best of 3 runs each), with identical outputs. One padded batch of the bench's prompts
+(48-103 tokens) was half padding.
 """
 
 from __future__ import annotations

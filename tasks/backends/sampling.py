@@ -75,7 +75,6 @@ def choose(logits: torch.Tensor, samplers: list[RowSampler], seen: torch.Tensor 
     greedy = [i for i, s in enumerate(samplers) if s.generator is None]
     if not greedy:  # every row samples: no copy of the logits
         return _nucleus(logits, samplers).tolist()
-    # (the sampled rows' logits are copied out, so the greedy rows' are left as they were)
     tokens = torch.empty(len(samplers), dtype=torch.long, device=logits.device)
     tokens[greedy] = logits[greedy].argmax(-1)
     tokens[sampled] = _nucleus(logits[sampled], [samplers[i] for i in sampled]).to(tokens.device)
