@@ -72,7 +72,7 @@ class Engine:
         self.vocab = model.config.vocab_size
         self.device = model.device
         cpu = self.device.type == "cpu"
-        self.most = prefill_runs.MOST_POSITIONS_CPU if cpu else prefill_runs.MOST_POSITIONS
+        self.prefill_positions = prefill_runs.MOST_POSITIONS_CPU if cpu else prefill_runs.MOST_POSITIONS
         self.cache: SlotCache | None = None
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -179,7 +179,7 @@ class Engine:
         logits = torch.cat(
             [
                 self._prefill(chunk, first + at, start)
-                for at, chunk in prefill_runs.split(group, start, self.most)
+                for at, chunk in prefill_runs.split(group, start, self.prefill_positions)
             ]
         )
         self.stats["prefill_s"] += time.perf_counter() - began
