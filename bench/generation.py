@@ -5,9 +5,9 @@
 
 It prints, for a fixed prompt set (instructions built from the shipped seed passages, rendered as
 the response step renders them; greedy; up to --max-new-tokens each):
-1. the fp32 matmul peak of this CPU (the faster of torch's default matmul and oneDNN with a packed
-   weight) and the compute ceiling it implies, in generated tokens/s (a token costs about
-   2 x parameters FLOPs);
+1. the fp32 matmul peak of this CPU (the fastest of torch's default matmul, oneDNN with a packed
+   weight and the engine's own C kernel) and the compute ceiling it implies, in generated tokens/s
+   (a token costs about 2 x parameters FLOPs);
 2. the naive baseline: one prompt at a time through `model.generate` (what distilabel's
    TransformersLLM does), on the first --naive-prompts prompts (its rate does not depend on how
    many), at 1 thread and at torch's default, keeping the faster;
@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from prefect_overhead import prefect_overhead  # noqa: E402
 from prompt_set import bench_prompts  # noqa: E402
 
-from tasks.backends import GenerationParams, get_backend  # noqa: E402
+from tasks.backends import GenerationParams, get_backend, kernels  # noqa: E402
 from tasks.backends.embedded import EMBEDDED_MODEL  # noqa: E402
 from tasks.backends.matmul import onednn_available, pack, packed_linear  # noqa: E402
 from tasks.backends.threads import on_own_thread  # noqa: E402
@@ -61,15 +61,20 @@ def thread_counts() -> list[int]:
 
 def matmul_peak(size: int = 1536, seconds: float = 2.0) -> dict[str, float]:
     """Best fp32 GFLOP/s of square matmuls over a few seconds at each thread count (the best run is
-    the least disturbed by other processes), through torch's default matmul and through oneDNN with
-    the weight packed once (what the engine uses, tasks/backends/matmul.py): on CPUs not made by
-    Intel the default runs MKL's AVX2 code and can reach half of what the cores do. The machine's
-    peak is the faster of the two."""
+    the least disturbed by other processes), through torch's default matmul, through oneDNN with
+    the weight packed once, and through the engine's own C kernel (tasks/backends/linear.c, where
+    the CPU has AVX-512; the engine takes it first, then oneDNN: tasks/backends/matmul.py). On CPUs
+    not made by Intel the default runs MKL's AVX2 code and can reach half of what the cores do. The
+    machine's peak is the fastest of them."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     ways = {"torch": lambda: a @ b}
     if onednn_available():
         packed = pack(b.t())  # a @ b = F.linear(a, b.t())
         ways["onednn"] = lambda: packed_linear(a, packed)
+    lib = kernels.kernel()
+    if lib is not None and lib.linear_available():
+        panels = kernels.linear_pack(lib, b.t())
+        ways["kernel"] = lambda: kernels.linear(lib, a, panels, size)
     best = dict.fromkeys(ways, 0.0)
     with torch.inference_mode():
         for name, run in ways.items():

@@ -1,10 +1,13 @@
-"""Shared fixtures: one Prefect test server per session, a private result store per test, and the
-fake backend with its call log cleared."""
+"""Shared fixtures: one Prefect test server per session, a private result store per test, the
+fake backend with its call log cleared, and the C kernels built for a plainer CPU."""
 
 import tasks  # noqa: F401  (first: Prefect defaults before prefect is imported)
 
 # isort: split
 import os
+import platform
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
-from tasks.backends import get_backend
+from tasks.backends import get_backend, kernels
 from tasks.backends.fake import fake_text
 
 
@@ -57,3 +60,15 @@ def cli_env(storage: Path, **extra: str) -> dict[str, str]:
 
 def cli_command(*args: str, flow: str = "instruct") -> list[str]:
     return [sys.executable, str(ROOT / "flows" / f"{flow}.py"), *args]
+
+
+@pytest.fixture(scope="session")
+def plain_kernel(tmp_path_factory):
+    """The C kernels built without AVX2/FMA (so without AVX-512): the portable loops other CPUs run."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("needs an x86-64 C compiler")
+    library = tmp_path_factory.mktemp("plain") / "plain.so"
+    command = [compiler, "-O2", "-mno-avx2", "-mno-fma", "-fPIC", "-shared", *map(str, kernels.SOURCES)]
+    subprocess.run([*command, "-o", str(library), "-lm"], check=True, capture_output=True)
+    return kernels.load(library)

@@ -2,10 +2,6 @@
 lengths in one batch (grouped-query heads, a slot cache longer than any sequence), and decoding
 without it (`INSTRUCTFORGE_ATTENTION=torch`, or no compiler) still works."""
 
-import platform
-import shutil
-import subprocess
-
 import pytest
 import torch
 
@@ -29,29 +25,6 @@ def kernel():
     if lib is None:
         pytest.skip("no C compiler here: decoding uses the torch attention")
     return lib
-
-
-@pytest.fixture(scope="module")
-def plain_kernel(tmp_path_factory):
-    """The kernel built without AVX2/FMA: the portable loops other CPUs run."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None or platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip("needs an x86-64 C compiler")
-    library = tmp_path_factory.mktemp("plain") / "plain.so"
-    command = [
-        compiler,
-        "-O2",
-        "-mno-avx2",
-        "-mno-fma",
-        "-fPIC",
-        "-shared",
-        *map(str, attention.SOURCES),
-        "-o",
-        str(library),
-        "-lm",
-    ]
-    subprocess.run(command, check=True, capture_output=True)
-    return attention.load(library)
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ of different lengths decode side by side with no left padding and a finished one
 at once. Running slots are kept at the front (`[0, n)`), so every step works on contiguous views.
 The model's own modules (embeddings, norms, MLP activation, rotary embedding) and weights do the
 work, except for what runs faster as the same fp32 arithmetic on CPU: attention and the cache;
-the matrix products, through oneDNN with packed weights, the MLP's SiLU and product and the
-residual adds fused into them (`matmul.py`); and Llama-style RMSNorm and the rotary embedding in C
+the matrix products, with packed weights (a C kernel, or oneDNN), the MLP's SiLU and product and
+the residual adds fused into them (`matmul.py`); and Llama-style RMSNorm and the rotary embedding in C
 (`kernels.py`, checked against the modules when the model loads). So outputs follow the
 checkpoint's code and weights (greedy outputs equal `generate`'s: tests/test_engine.py).
 
@@ -139,8 +139,9 @@ class SlotModel:
         self.kernel = kernels.kernel() if on_cpu else None
         self.linear = Projections(model, [*_projections(self.body.layers), model.lm_head])
         head = model.lm_head
-        # Without packed weights, fp32 logits go into one kept buffer: a fresh [256, 49k] output
-        # (50 MB) is a fresh mapping every step, and its page faults made the head ~10% slower here.
+        # Without oneDNN's packed weights, fp32 logits go into one kept buffer: a fresh [256, 49k]
+        # output (50 MB) is a fresh mapping every step, and its page faults made the head ~10%
+        # slower here. (The C kernel writes into that buffer too.)
         self.head_into = (
             on_cpu
             and head not in self.linear.packed
@@ -246,8 +247,8 @@ class SlotModel:
             attend = self._torch_attention(cache, rows, lengths)
         x = self._layers(self.body.embed_tokens(tokens[:, None]), lengths[:, None], attend)
         head, last = self.lm.lm_head, x[:, 0]
-        if self.head_into:
-            return torch.mm(last, head.weight.t(), out=self._kept_logits(n))
+        if self.head_into or (self.linear.kernel is not None and head in self.linear.packed):
+            return self.linear(head, last, out=self._kept_logits(n))
         block = _FRESH_BYTES // (self.lm.config.vocab_size * last.element_size())  # rows
         if head in self.linear.packed and n > block > 0:
             # subtle: row blocks into a kept buffer. Above glibc's largest mmap threshold (32 MB:

@@ -1,12 +1,13 @@
-"""The decode step's C kernels (`decode_attention.c`, `decode_norms.c`), built once with the system C
-compiler into one library and loaded through ctypes; without a compiler, decoding runs the same
-layers in torch.
+"""The engine's C kernels (`decode_attention.c`, `decode_norms.c`, `linear.c`), built once with the
+system C compiler into one library and loaded through ctypes; without a compiler, decoding runs the
+same layers in torch (and the projections through oneDNN, `matmul.py`).
 
 Why: on this CPU the decode step's attention, written as torch matmuls, is a batch of 3-row products
 over each slot's keys padded to the longest sequence; it took 9-12 ms per layer at 256 sequences of
 ~300 tokens, against ~5 ms for the kernel, which reads each sequence's own positions once
 (bench/generation.py measures the whole effect). The RMSNorms and the rotary embedding were 18
-small torch ops a layer, each its own pass and parallel region (decode_norms.c). The library is
+small torch ops a layer, each its own pass and parallel region (decode_norms.c). The projections'
+products (linear.c) waited on memory in oneDNN (that file says more). The library is
 cached by source, flags and CPU in `$INSTRUCTFORGE_CACHE/kernels`, so `-march=native` code never
 runs on another kind of CPU. `INSTRUCTFORGE_ATTENTION=torch` turns the kernels off.
 """
@@ -30,7 +31,9 @@ from tasks.backends.embedded import cache_root
 
 log = logging.getLogger(__name__)
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("decode_attention.c", "decode_norms.c"))
+SOURCES = tuple(
+    Path(__file__).with_name(name) for name in ("decode_attention.c", "decode_norms.c", "linear.c")
+)
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"]
 _lock = threading.Lock()
 _kernel: ctypes.CDLL | None | bool = False  # False: not tried yet; None: unavailable
@@ -79,6 +82,13 @@ def load(library: Path) -> ctypes.CDLL:
     kernel.rms_norm.restype = None
     kernel.rope.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int]
     kernel.rope.restype = ctypes.c_int
+    kernel.linear_available.restype = ctypes.c_int
+    kernel.linear_packed_floats.argtypes = [ctypes.c_int64] * 2
+    kernel.linear_packed_floats.restype = ctypes.c_int64
+    kernel.linear_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2
+    kernel.linear_pack.restype = None
+    kernel.linear.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int] * 2
+    kernel.linear.restype = ctypes.c_int
     return kernel
 
 
@@ -186,3 +196,51 @@ def rope_(lib, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
         )
         == 0
     )
+
+
+# linear.c's element-wise steps after the product
+LINEAR_OPS = {"none": 0, "swish": 1, "mul": 2, "add": 3}
+
+
+def linear_pack(lib, weight: torch.Tensor) -> torch.Tensor:
+    """An fp32 `nn.Linear` weight [out, in] in linear.c's panels (a flat tensor)."""
+    n, k = weight.shape
+    weight = weight.detach().contiguous()
+    packed = torch.empty(lib.linear_packed_floats(n, k), dtype=torch.float32)
+    lib.linear_pack(weight.data_ptr(), packed.data_ptr(), n, k)
+    return packed
+
+
+def linear(
+    lib,
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    n: int,
+    bias: torch.Tensor | None = None,
+    op: str = "none",
+    other: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` for fp32 `x` [..., in], the weight from `linear_pack` (`n`: its
+    out features), then `op`: "swish" (SiLU), "mul" or "add" `other` (x's shape but [..., n]).
+    Written into `out` ([rows, n], contiguous) where given."""
+    k = x.shape[-1]
+    x = x.reshape(-1, k).contiguous()
+    m = x.shape[0]
+    if out is None:
+        out = torch.empty(m, n, dtype=torch.float32)
+    if other is not None:
+        other = other.reshape(m, n).contiguous()
+    lib.linear(
+        x.data_ptr(),
+        packed.data_ptr(),
+        bias.data_ptr() if bias is not None else None,
+        other.data_ptr() if other is not None else None,
+        out.data_ptr(),
+        m,
+        k,
+        n,
+        LINEAR_OPS[op],
+        torch.get_num_threads(),
+    )
+    return out

@@ -26,6 +26,8 @@ import os
 import torch
 import torch.nn.functional as F
 
+from tasks.backends import kernels
+
 log = logging.getLogger(__name__)
 
 
@@ -54,55 +56,72 @@ def packed_linear_with(
 
 class Projections:
     """`self(module, x)` = `module(x)` for the model's `nn.Linear` modules, through packed weights
-    where oneDNN is available (CPU, fp32), else the module itself."""
+    on CPU in fp32: the C kernel (`linear.c`) where the CPU has AVX-512, else oneDNN where torch has
+    it, else the module itself. `INSTRUCTFORGE_MATMUL`: "onednn" skips the kernel, "torch" both."""
 
     def __init__(self, model, modules: list[torch.nn.Module]) -> None:
         self.packed: dict[torch.nn.Module, torch.Tensor] = {}
-        usable = (
-            model.device.type == "cpu"
-            and model.dtype == torch.float32
-            and os.environ.get("INSTRUCTFORGE_MATMUL", "").lower() != "torch"
-            and onednn_available()
-        )
-        if not usable:
+        self.kernel = None  # the C library, when it does the products
+        choice = os.environ.get("INSTRUCTFORGE_MATMUL", "").lower()
+        if model.device.type != "cpu" or model.dtype != torch.float32 or choice == "torch":
             return
+        lib = kernels.kernel() if choice != "onednn" else None
+        linears = [module for module in modules if isinstance(module, torch.nn.Linear)]
         try:
             with torch.inference_mode():
-                for module in modules:
-                    if isinstance(module, torch.nn.Linear):
-                        self.packed[module] = pack(module.weight)
+                if lib is not None and lib.linear_available():
+                    self.kernel = lib
+                    self.packed = {module: kernels.linear_pack(lib, module.weight) for module in linears}
+                elif onednn_available():
+                    self.packed = {module: pack(module.weight) for module in linears}
                 if not all(self._agrees(module) for module in list(self.packed)[:2]):
                     raise RuntimeError("packed results differ from F.linear")
         except RuntimeError as err:  # an op this torch build lacks or refuses: the plain modules
-            log.debug("oneDNN packed weights unavailable (%s): projections use F.linear", err)
-            self.packed = {}
+            log.debug("packed weights unavailable (%s): projections use F.linear", err)
+            self.packed, self.kernel = {}, None
 
-    def __call__(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, module, x, op: str = "none", other=None, out=None) -> torch.Tensor | None:
+        """The packed product with `op` ("none", "swish", "mul", "add"), or None if not packed."""
         packed = self.packed.get(module)
         if packed is None:
-            return module(x)
-        return packed_linear(x, packed, module.bias)
+            return None
+        if self.kernel is not None:
+            result = kernels.linear(self.kernel, x, packed, module.out_features, module.bias, op, other, out)
+            return result.view(*x.shape[:-1], module.out_features) if out is None else result
+        if other is None:
+            result = packed_linear(x, packed, module.bias, op)
+        else:
+            result = packed_linear_with(x, other, packed, module.bias, op)
+        if out is not None:
+            out.copy_(result)
+            return out
+        return result
+
+    def __call__(
+        self, module: torch.nn.Module, x: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`module(x)`, written into `out` ([rows, out features]) where given."""
+        result = self._run(module, x, out=out)
+        if result is not None:
+            return result
+        if out is not None:
+            return torch.matmul(x.reshape(out.shape[0], -1), module.weight.t(), out=out)
+        return module(x)
 
     def silu(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """`F.silu(module(x))`."""
-        packed = self.packed.get(module)
-        if packed is None:
-            return F.silu(module(x))
-        return packed_linear(x, packed, module.bias, "swish")
+        result = self._run(module, x, "swish")
+        return F.silu(module(x)) if result is None else result
 
     def times(self, module: torch.nn.Module, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """`module(x) * other`."""
-        packed = self.packed.get(module)
-        if packed is None:
-            return module(x) * other
-        return packed_linear_with(x, other, packed, module.bias, "mul")
+        result = self._run(module, x, "mul", other)
+        return module(x) * other if result is None else result
 
     def plus(self, module: torch.nn.Module, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
         """`other + module(x)` (a residual connection)."""
-        packed = self.packed.get(module)
-        if packed is None:
-            return other + module(x)
-        return packed_linear_with(x, other, packed, module.bias, "add")
+        result = self._run(module, x, "add", other)
+        return other + module(x) if result is None else result
 
     def _agrees(self, module: torch.nn.Module) -> bool:
         x = torch.randn(3, module.in_features, generator=torch.Generator().manual_seed(0))
