@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.backends import kernels
+from tasks.backends.allocator import keep_freed_memory
 from tasks.backends.matmul import Projections
 
 # Largest output taken fresh from the allocator each step: glibc maps anything larger anew on
@@ -136,6 +137,8 @@ class SlotModel:
         self.kv_heads = config.num_key_value_heads
         self.rope = apply_rotary_pos_emb
         on_cpu = model.device.type == "cpu" and model.dtype == torch.float32
+        if on_cpu:
+            keep_freed_memory()  # activations reuse freed memory instead of faulting in new pages
         self.kernel = kernels.kernel() if on_cpu else None
         self.linear = Projections(model, [*_projections(self.body.layers), model.lm_head])
         head = model.lm_head
