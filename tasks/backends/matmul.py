@@ -1,21 +1,22 @@
-"""The model's fp32 projections through oneDNN, with each weight packed once into oneDNN's blocked
-layout (what torch.compile's CPU weight freezing does), instead of torch's default `F.linear`.
+"""The model's fp32 projections with each weight packed once: through the C kernel (`linear.c`) where
+the CPU has AVX-512, else through oneDNN's blocked layout (what torch.compile's CPU weight freezing
+does), instead of torch's default `F.linear`.
 
 Why: on CPUs not made by Intel, torch's default fp32 matmul (MKL) runs its AVX2 code. On this
 machine (AMD EPYC, AVX-512 on full-width units) that reached 210-230 GFLOP/s at the decode step's
-shapes, while oneDNN, which picks its code by the instructions the CPU has, reached 440-500 with the
-weight packed once (a matmul that packs per call spends part of each call reordering the weight).
-Same fp32 arithmetic: results differ from MKL's by summation order only (~1e-6 relative), as MKL's
-own batched and one-row results do. `bench/generation.py` measures both, and the machine's peak as
-the faster of the two. `INSTRUCTFORGE_MATMUL=torch` keeps `F.linear`.
+shapes, oneDNN with packed weights 392-480, and the C kernel 488-514 (it reads each weight from
+memory once per product and prefetches the next panel: linear.c says more). Same fp32 arithmetic:
+results differ from MKL's by summation order only (~1e-6 relative), as MKL's own batched and
+one-row results do. `bench/generation.py` measures all three, and the machine's peak as the fastest.
+`INSTRUCTFORGE_MATMUL=onednn` skips the kernel; `INSTRUCTFORGE_MATMUL=torch` keeps `F.linear`.
 
 Costs a second copy of the projection weights (0.5 GB for the 135M model).
 
-oneDNN also runs an element-wise step on each output block while it is still in cache (a
-"post-op"): `silu` (the gated MLP's activation), `times` (its product with the up projection) and
-`plus` (the residual add). Run as separate torch ops, those passes read and wrote [rows, 1536]
-tensors from memory ~120 times per decode step. `times` and `plus` give bit-identical results;
-oneDNN's SiLU differs from torch's by at most an ulp or so.
+Both also run an element-wise step on each output block while it is still in cache: `silu` (the
+gated MLP's activation), `times` (its product with the up projection) and `plus` (the residual
+add). Run as separate torch ops, those passes read and wrote [rows, 1536] tensors from memory ~120
+times per decode step. `times` and `plus` give bit-identical results; the SiLU differs from
+torch's by at most an ulp or so.
 """
 
 from __future__ import annotations
