@@ -148,3 +148,21 @@ def test_a_cpu_without_avx512_gets_onednn(layers, monkeypatch, plain_kernel):
     x = torch.randn(3, 64)
     with torch.inference_mode():
         torch.testing.assert_close(projections(layers[0], x), layers[0](x), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_products_know_the_one_that_follows(use):
+    """Given in the order a forward pass runs them, each packed product names the next one (the
+    kernel prefetches its first weights), and prefetching changes no result."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(64, 96), torch.nn.Linear(96, 640), torch.nn.Linear(640, 64)]
+    projections = use("kernel", layers)
+    assert [projections.following.get(layer, (None,))[0] for layer in layers] == [
+        projections.packed[layers[1]],
+        projections.packed[layers[2]],
+        None,
+    ]
+    assert projections.following[layers[1]][1:] == (64, 640)  # out and in features
+    x = torch.randn(9, 64)
+    with torch.inference_mode():
+        got = projections(layers[2], projections(layers[1], projections(layers[0], x)))
+        torch.testing.assert_close(got, layers[2](layers[1](layers[0](x))), rtol=1e-5, atol=1e-5)

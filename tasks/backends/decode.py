@@ -43,7 +43,7 @@ def supports(model) -> bool:
 
 
 def _projections(layers) -> list[torch.nn.Module]:
-    """Every decoder layer's attention and MLP projections."""
+    """Every decoder layer's attention and MLP projections, in the order `SlotModel._layers` runs them."""
     names = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     found = []
     for layer in layers:

@@ -87,7 +87,13 @@ def load(library: Path) -> ctypes.CDLL:
     kernel.linear_packed_floats.restype = ctypes.c_int64
     kernel.linear_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2
     kernel.linear_pack.restype = None
-    kernel.linear.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int] * 2
+    kernel.linear.argtypes = (
+        [ctypes.c_void_p] * 5
+        + [ctypes.c_int64] * 3
+        + [ctypes.c_int] * 2
+        + [ctypes.c_void_p]
+        + [ctypes.c_int64] * 2
+    )
     kernel.linear.restype = ctypes.c_int
     return kernel
 
@@ -220,10 +226,12 @@ def linear(
     op: str = "none",
     other: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
+    then: tuple[torch.Tensor, int, int] | None = None,
 ) -> torch.Tensor:
     """`F.linear(x, weight, bias)` for fp32 `x` [..., in], the weight from `linear_pack` (`n`: its
     out features), then `op`: "swish" (SiLU), "mul" or "add" `other` (x's shape but [..., n]).
-    Written into `out` ([rows, n], contiguous) where given."""
+    Written into `out` ([rows, n], contiguous) where given. `then`: the next product's packed
+    weight, out and in features, whose first panels are prefetched meanwhile."""
     k = x.shape[-1]
     x = x.reshape(-1, k).contiguous()
     m = x.shape[0]
@@ -242,5 +250,8 @@ def linear(
         n,
         LINEAR_OPS[op],
         torch.get_num_threads(),
+        then[0].data_ptr() if then else None,
+        then[1] if then else 0,
+        then[2] if then else 0,
     )
     return out

@@ -63,6 +63,7 @@ class Projections:
     def __init__(self, model, modules: list[torch.nn.Module]) -> None:
         self.packed: dict[torch.nn.Module, torch.Tensor] = {}
         self.kernel = None  # the C library, when it does the products
+        self.following: dict[torch.nn.Module, tuple[torch.Tensor, int, int]] = {}
         choice = os.environ.get("INSTRUCTFORGE_MATMUL", "").lower()
         if model.device.type != "cpu" or model.dtype != torch.float32 or choice == "torch":
             return
@@ -80,6 +81,13 @@ class Projections:
         except RuntimeError as err:  # an op this torch build lacks or refuses: the plain modules
             log.debug("packed weights unavailable (%s): projections use F.linear", err)
             self.packed, self.kernel = {}, None
+        # `modules` come in the order a forward pass runs them: the kernel prefetches the next
+        # product's first weights while it finishes the current one
+        order = [module for module in linears if module in self.packed]
+        self.following = {
+            module: (self.packed[after], after.out_features, after.in_features)
+            for module, after in zip(order, order[1:])
+        }
 
     def _run(self, module, x, op: str = "none", other=None, out=None) -> torch.Tensor | None:
         """The packed product with `op` ("none", "swish", "mul", "add"), or None if not packed."""
@@ -87,7 +95,10 @@ class Projections:
         if packed is None:
             return None
         if self.kernel is not None:
-            result = kernels.linear(self.kernel, x, packed, module.out_features, module.bias, op, other, out)
+            then = self.following.get(module)
+            result = kernels.linear(
+                self.kernel, x, packed, module.out_features, module.bias, op, other, out, then
+            )
             return result.view(*x.shape[:-1], module.out_features) if out is None else result
         if other is None:
             result = packed_linear(x, packed, module.bias, op)
