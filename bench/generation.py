@@ -188,7 +188,7 @@ def main() -> None:
         f"{ours_tok_s:8.1f} tok/s  {rows_s:.2f} rows/s  ({len(prompts)} prompts)"
     )
     print(
-        f"  = {ours_tok_s / naive_tok_s:.1f}x naive, {ours_tok_s / ceiling:.0%} of the ceiling; "
+        f"  = {ours_tok_s / naive_tok_s:.1f}x naive, {ours_tok_s / ceiling:.1%} of the ceiling; "
         f"outputs equal to naive on {same}/{len(naive_texts)} prompts"
     )
     sampled_tok_s = None
