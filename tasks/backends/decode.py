@@ -8,8 +8,8 @@ at once. Running slots are kept at the front (`[0, n)`), so every step works on 
 The model's own modules (embeddings, norms, MLP activation, rotary embedding) and weights do the
 work, except for what runs faster as the same fp32 arithmetic on CPU: attention and the cache;
 the matrix products, with packed weights (a C kernel, or oneDNN), the MLP's SiLU and product and
-the residual adds fused into them (`matmul.py`); and Llama-style RMSNorm and the rotary embedding in C
-(`kernels.py`, checked against the modules when the model loads). So outputs follow the
+the residual adds fused into them (`matmul.py`); and Llama-style RMSNorm and the rotary embedding
+in C (`kernels.py`, checked against the modules when the model loads). So outputs follow the
 checkpoint's code and weights (greedy outputs equal `generate`'s: tests/test_engine.py).
 
 Why not `generate`: its growing cache copies every layer's keys and values on every step, rows that
@@ -43,7 +43,8 @@ def supports(model) -> bool:
 
 
 def _projections(layers) -> list[torch.nn.Module]:
-    """Every decoder layer's attention and MLP projections, in the order `SlotModel._layers` runs them."""
+    """Every decoder layer's attention and MLP projections, in the order `SlotModel._layers` runs
+    them (the C kernel prefetches each one's successor)."""
     names = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     found = []
     for layer in layers:

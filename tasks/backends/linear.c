@@ -10,7 +10,8 @@
  * Why not oneDNN: at the decode step's shapes its products waited on memory. Every step reads all
  * 420 MB of layer weights, none of them still cached from the step before; at 84 rows oneDNN ran
  * those at 392-404 GFLOP/s against 453-479 with one layer's weights reused, and this kernel at 488
- * (514 at 256 rows, where oneDNN gave 474). Measured side by side: bench/generation.py.
+ * (514 at 256 rows, where oneDNN gave 474). bench/generation.py measures both on square products;
+ * INSTRUCTFORGE_MATMUL=onednn runs the engine on oneDNN, for a side-by-side run.
  *
  * Each output is one accumulator summed over k in order, then (op):
  *   0: nothing; 1: SiLU, v / (1 + exp(-v)); 2: v * other; 3: other + v  (other: [m, n])
