@@ -239,7 +239,7 @@ def linear(
         out = torch.empty(m, n, dtype=torch.float32)
     if other is not None:
         other = other.reshape(m, n).contiguous()
-    lib.linear(
+    failed = lib.linear(
         x.data_ptr(),
         packed.data_ptr(),
         bias.data_ptr() if bias is not None else None,
@@ -254,4 +254,6 @@ def linear(
         then[1] if then else 0,
         then[2] if then else 0,
     )
+    if failed:  # the portable build, which `linear_available` reports
+        raise RuntimeError("linear.c was built without AVX-512: use oneDNN or F.linear")
     return out

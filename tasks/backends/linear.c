@@ -20,7 +20,6 @@
  * rows are split too, so neither thread waits on the other's extra panel.
  */
 #include <stdint.h>
-#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -174,7 +173,8 @@ int linear(const float *x, const float *packed, const float *bias, const float *
             const float *next = next_differs ? packed + (p + 1) * k * PANEL : 0;
             int64_t lines = k * PANEL / 16;
             if (task + 1 == hi && then) { /* this thread's first panel of the next product */
-                next = then + then_panels * then_parts * t / count / then_parts * then_k * PANEL;
+                int64_t then_task = then_panels * then_parts * t / count; /* as `lo` there */
+                next = then + then_task / then_parts * then_k * PANEL;
                 lines = then_k * PANEL / 16;
             }
             panel_rows(x, packed, out, bias, other, first, last, k, n, p, next, lines, op);
