@@ -224,6 +224,13 @@ static void job(const float *query, const float *keys, const float *values, cons
     int64_t first[2] = {0, hot}, count[2] = {hot, steps - hot};
 #if VECTOR
     if (vector) {
+        /* Nothing is in flight when a job starts, and scores_vector prefetches keys 16 positions
+         * ahead of the block it computes: ask for the slot's first 16 now, so they arrive while
+         * the shared prefix's blocks (read from cache) are computed. At ~56 slot positions after
+         * a 24-position prefix: 14.0 -> 12.3 ms for 135 rows' 30 layers; in a whole greedy run,
+         * attention 9.06 -> 8.87 s and 9.20 -> 9.02 s side by side. */
+        int64_t ahead = (count[1] < 16 ? count[1] : 16) * dim;
+        for (int64_t line = 0; line < ahead; line += 16) _mm_prefetch((const char *)(from_k[1] + line), _MM_HINT_T0);
         for (int s = 0; s < 2; s++)
             if (count[s])
                 scores_vector(query, from_k[s], from_v[s], scores + first[s], groups, dim, count[s], stride, scale);
