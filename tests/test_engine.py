@@ -145,8 +145,8 @@ def test_a_longer_request_shrinks_the_slot_count_to_stay_in_the_memory_budget(mo
 
 def test_a_shared_prompt_prefix_is_prefilled_once_and_changes_no_output():
     """Chat prompts share the template and system prompt; Magpie sends one prompt many times. The
-    prefix's keys and values are computed once and copied into each slot; outputs stay those of
-    one prompt at a time."""
+    prefix's keys and values are computed once and kept; outputs stay those of one prompt at a
+    time."""
     backend = TransformersBackend(EMBEDDED_MODEL, batch_size=3)
     params = GenerationParams(max_new_tokens=12, temperature=0.0)
     chats = [p for p in PROMPTS if not isinstance(p, str)]
@@ -197,6 +197,22 @@ def test_the_cache_gets_slots_as_requests_arrive_and_keeps_running_rows():
     first.join()
     assert [g.text for g in results["a"]] == alone and [g.text for g in results["b"]] == expected
     assert backend.engine.cache.slots == 16
+
+
+def test_without_the_c_kernels_decoding_in_torch_gives_the_same_greedy_outputs(monkeypatch):
+    """No compiler (or `INSTRUCTFORGE_ATTENTION=torch`): attention in torch over the same slot
+    cache, the shared prefix copied into each slot, refilled slots and all."""
+    from tasks.backends import kernels
+
+    monkeypatch.setattr(kernels, "_kernel", None)
+    backend = TransformersBackend(EMBEDDED_MODEL, batch_size=2)
+    assert backend.engine.net.kernel is None
+    params = GenerationParams(max_new_tokens=12, temperature=0.0)
+    chats = [p for p in PROMPTS if not isinstance(p, str)]
+    gens = backend.generate(PROMPTS + chats, params)
+    assert len(backend.engine.prefix) >= 8
+    expected = [g.text for g in one_at_a_time(backend, PROMPTS, params)]
+    assert [g.text for g in gens] == expected + [expected[PROMPTS.index(c)] for c in chats]
 
 
 def test_each_step_runs_on_the_thread_count_measured_for_its_size(monkeypatch):

@@ -64,7 +64,7 @@ def test_a_shared_prefix_is_read_from_its_own_buffer(build, dim, request):
         tuple(torch.randn(layers, kv_heads, p, dim, generator=generator) for _ in range(2)) for p in (5, 13)
     ]
     rows = [prefixes[0], None, prefixes[1], prefixes[0]]  # row 1 has no kept prefix
-    for i, prefix in enumerate(rows):  # each slot holds a copy of its prefix, as `SlotCache.fill` makes
+    for i, prefix in enumerate(rows):  # a copy of its prefix in each slot, as the torch attention's
         if prefix:
             keys[:, i, :, : prefix[0].shape[2]], values[:, i, :, : prefix[1].shape[2]] = prefix
     q = torch.randn(4, heads, 1, dim, generator=generator)

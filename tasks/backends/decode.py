@@ -119,10 +119,11 @@ class SlotCache:
         self.k[:, first : first + count, :, :used] = keys[:, None]
         self.v[:, first : first + count, :, :used] = values[:, None]
 
-    def move(self, src: int, dst: int, used: int) -> None:
-        """Copy slot `src`'s first `used` positions into slot `dst` (compacting after a finish)."""
-        self.k[:, dst, :, :used] = self.k[:, src, :, :used]
-        self.v[:, dst, :, :used] = self.v[:, src, :, :used]
+    def move(self, src: int, dst: int, used: int, start: int = 0) -> None:
+        """Copy slot `src`'s positions start..used-1 into slot `dst` (compacting after a finish;
+        `start`: the positions before it are read from elsewhere, a kept prefix)."""
+        self.k[:, dst, :, start:used] = self.k[:, src, :, start:used]
+        self.v[:, dst, :, start:used] = self.v[:, src, :, start:used]
 
 
 class SlotModel:
@@ -205,12 +206,13 @@ class SlotModel:
             gate = mlp.act_fn(linear(mlp.gate_proj, h))
         return linear.plus(mlp.down_proj, linear.times(mlp.up_proj, h, gate), residual)
 
-    def prefill(self, cache: SlotCache, first: int, ids: torch.Tensor, lengths: torch.Tensor, start: int = 0):
+    def prefill(self, cache: SlotCache, first: int, ids: torch.Tensor, lengths: torch.Tensor, prefix=None):
         """Prompts `ids` [B, T] (right-padded; true lengths `lengths`) into slots first..first+B-1 at
-        positions start..start+T-1, after a shared prefix whose keys and values those slots already
-        hold at [0, start); returns the next-token logits [B, vocab], computed on each prompt's last
-        position only."""
+        positions P..P+T-1, after a shared prefix of P positions whose keys and values are `prefix`
+        ([layers, kv_heads, P, dim] each; none: P = 0); returns the next-token logits [B, vocab],
+        computed on each prompt's last position only."""
         batch, steps = ids.shape
+        start = prefix[0].shape[2] if prefix is not None else 0
         positions = torch.arange(start, start + steps, device=ids.device).expand(batch, steps)
         end = start + steps
         # query i (position start+i) sees every prefix position and its own causal past
@@ -223,8 +225,9 @@ class SlotModel:
             # out of real positions; the garbage it leaves in the cache is masked or overwritten.
             if mask is None:
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
-            keys = cache.k[index, first : first + batch, :, :end]
-            values = cache.v[index, first : first + batch, :, :end]
+            # the prefix from the kept copy: under the C kernel, slots do not hold it (Engine._shared_prefix)
+            keys = torch.cat([prefix[0][index].expand(batch, -1, -1, -1), k], dim=2)
+            values = torch.cat([prefix[1][index].expand(batch, -1, -1, -1), v], dim=2)
             return F.scaled_dot_product_attention(q, keys, values, mask, scale=scale, enable_gqa=True)
 
         x = self._layers(self.body.embed_tokens(ids), positions, attend)

@@ -11,11 +11,11 @@
  * at position len[i] - 1. Built by tasks/backends/attention.py with the system C compiler.
  *
  * A shared prompt prefix (the chat template and system prompt every row starts with) is read from
- * one small buffer instead of each slot's own copy of it: hot_len[i] > 0 says sequence i's first
- * hot_len[i] positions hold the keys and values at hot_k[i] / hot_v[i] (float pointers to
- * [layers, kv_heads, hot_len[i], dim]; this call reads layer `layer`). The slot holds the same
- * values there (a bit-for-bit copy), so the result is the same either way; the buffer stays in
- * the cores' caches across the rows that share it, while each slot's copy came from memory.
+ * one small buffer instead of each slot: hot_len[i] > 0 says sequence i's first hot_len[i]
+ * positions hold the keys and values at hot_k[i] / hot_v[i] (float pointers to [layers, kv_heads,
+ * hot_len[i], dim]; this call reads layer `layer`), and the slot's own first hot_len[i] positions
+ * are never read (the engine does not write them). The buffer stays in the cores' caches across
+ * the rows that share it, where a copy in each slot came from memory.
  *
  * With AVX2 and FMA (and dim a multiple of 8) the three loops are written out in intrinsics: a plain
  * loop computes one dot product at a time, a single chain of dependent multiply-adds, and calls the
