@@ -8,7 +8,7 @@
  * maximum, and runs tiny 3-row products that reach a third of the memory bandwidth here).
  * Keys and values of slot i, head h start at k + i * slot_stride + h * head_stride, `dim` floats
  * per position. The step's own key and value (new_k, new_v: [n, kv_heads, dim]) are first stored
- * at position len[i] - 1. Built by tasks/backends/attention.py with the system C compiler.
+ * at position len[i] - 1. Built by tasks/backends/kernels.py with the system C compiler.
  *
  * A shared prompt prefix (the chat template and system prompt every row starts with) is read from
  * one small buffer instead of each slot: hot_len[i] > 0 says sequence i's first hot_len[i]
