@@ -14,7 +14,7 @@ the response step renders them; greedy; up to --max-new-tokens each):
 3. our backend on all prompts, and whether its outputs equal the baseline's on the shared prompts;
    then the same run again (--again), on the slot cache pages the first run took: on this machine
    (a Firecracker VM) the first write to a page of memory the process has not held costs ~5 us,
-   and a first run writes ~640,000 of them, so every later batch of a flow runs 2-10% faster than
+   and a first run writes ~590,000 of them, so every later batch of a flow runs 2-10% faster than
    the first; then sampled (temperature 0.7, top-p 0.9, as the flows generate) on --sampled-prompts of them,
    and Magpie's instruction step (--magpie-rows user turns written from the chat template's
    pre-query prompt alone: temperature 1, top-p 1, up to 64 tokens, stopped at the end of the turn);

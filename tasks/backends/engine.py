@@ -58,6 +58,7 @@ class Request:
     tokens: list[int] = field(default_factory=list)
     stopped: bool = False
     prefix: tuple[torch.Tensor, torch.Tensor] | None = None  # the kept prefix its slot starts with
+    unwritten: int = 0  # its slot's first positions, never written (the prefix, read from `prefix`)
 
 
 class Engine:
@@ -86,6 +87,8 @@ class Engine:
         )
         self.prefix: list[int] = []  # the shared prompt prefix whose keys and values are kept
         self.prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None
+        # the torch attention reads a row's kept prefix from its slot; the C kernel, from prefix_kv
+        self.prefix_in_slots = self.net.kernel is None
         self._hot: Hot | None = None  # the running rows' prefixes, for the kernel (None: changed)
         # counters for the benchmark: decode steps, rows summed over steps, prefilled positions, and
         # seconds spent in decode steps and in prefill
@@ -176,6 +179,7 @@ class Engine:
         start = self._shared_prefix(group, first)
         for r in group:  # decode reads these positions from the kept prefix (kernels.Hot)
             r.prefix = self.prefix_kv if start else None
+            r.unwritten = 0 if self.prefix_in_slots else start
         logits = torch.cat(
             [
                 self._prefill(chunk, first + at, start)
@@ -227,7 +231,7 @@ class Engine:
             self.stats["prefill_tokens"] += len(shared)
         elif not usable:
             return 0
-        if self.net.kernel is None:  # the torch attention reads it from the slots
+        if self.prefix_in_slots:
             self.cache.fill(first, len(group), *self.prefix_kv)
         return len(self.prefix)
 
@@ -284,9 +288,7 @@ class Engine:
             last = len(self.running) - 1
             self.running[i].future.set_result((self.running[i].tokens, self.running[i].stopped))
             if i != last:
-                kept = self.running[last].prefix  # not in the slot under the C kernel (_shared_prefix)
-                start = kept[0].shape[2] if kept is not None and self.net.kernel is not None else 0
-                self.cache.move(last, i, int(lengths[last]), start)
+                self.cache.move(last, i, int(lengths[last]), self.running[last].unwritten)
                 self.running[i] = self.running[last]
                 tokens[i], lengths[i] = tokens[last], lengths[last]
                 if seen is not None:
