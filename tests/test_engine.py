@@ -242,3 +242,16 @@ def test_each_step_runs_on_the_thread_count_measured_for_its_size(monkeypatch):
     assert ("decode", 1, 1) in used
     big = [(name, size, threads) for name, size, threads in used if size > 2]
     assert big and all(threads == counts.most for _, _, threads in big)
+
+
+def test_the_cache_grows_in_steps_within_its_memory_budget():
+    from tasks.backends import cache_size
+
+    mb, plenty = 2**20, 2**40
+    assert cache_size.plan(100, 3, None, mb, plenty, 256) == (512, 8)  # a small job: the smallest cache
+    assert cache_size.plan(100, 100, 512, mb, plenty, 256) == (512, 128)  # a power of two of slots
+    assert cache_size.plan(100, 1000, 512, mb, plenty, 256) == (512, 256)  # at most `most`
+    assert cache_size.plan(600, 3, 1024, mb, plenty, 256) == (1024, 8)  # long enough: kept
+    # a longer request: the next multiple of 128 tokens, and only the slots the budget holds
+    assert cache_size.plan(600, 100, 512, mb, 640 * 10 * mb, 256) == (640, 10)
+    assert cache_size.plan(600, 100, 512, mb, 1, 256) == (640, 1)  # never none

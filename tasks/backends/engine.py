@@ -10,7 +10,6 @@ first). Memory is bounded by the slot cache, whatever the number of rows.
 from __future__ import annotations
 
 import atexit
-import os
 import threading
 import time
 from collections import deque
@@ -19,33 +18,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tasks.backends import prefill_runs
+from tasks.backends import cache_size, prefill_runs
 from tasks.backends.decode import SlotCache, SlotModel
 from tasks.backends.kernels import Hot
 from tasks.backends.sampling import RowSampler, choose
 from tasks.backends.threads import ThreadCounts
 
-_ALIGN = 128  # cache length grows in steps of this many tokens
-# First allocation: a prompt plus a 256-token response fits, so the cache rarely has to grow (a
-# grow copies every running row into a new cache of up to a few GB).
-_FIRST_LENGTH = 512
-_MIN_SLOTS = 8  # the smallest cache allocated (more as requests arrive)
 _MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest
 _CLOSE_WAIT_S = 30.0  # longest wait at exit for the decode thread to finish its step
-
-
-def cache_budget(device: torch.device) -> float:
-    """Bytes the KV cache may take: `INSTRUCTFORGE_KV_CACHE_GB`, else a quarter of the machine's
-    memory on CPU (6 GB of 24 here: 256 slots of 512 tokens for the 135M model) and 40% of the free
-    memory on a GPU."""
-    if os.environ.get("INSTRUCTFORGE_KV_CACHE_GB"):
-        return float(os.environ["INSTRUCTFORGE_KV_CACHE_GB"]) * 2**30
-    if device.type == "cuda":
-        return 0.4 * torch.cuda.mem_get_info(device)[0]
-    try:
-        return max(2**30, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4)
-    except (ValueError, OSError, AttributeError):  # no sysconf (Windows): a fixed 3 GB
-        return 3 * 2**30
 
 
 @dataclass
@@ -245,17 +225,19 @@ class Engine:
         return seen
 
     def _make_room(self, need: int, demand: int) -> bool:
-        """A cache of at least `need` tokens per slot and enough slots for `demand` sequences (rounded
-        up to a power of two, at most `max_slots`), within the memory budget. Slots are added as
-        requests arrive, so a small job allocates a small cache; the running sequences are copied
-        over. When a longer request leaves room for fewer slots than are running, returns False
-        until enough have finished (the caller waits)."""
-        per_token, budget = SlotCache.bytes_per_token(self.net.lm), cache_budget(self.device)
-        long_enough = self.cache is not None and self.cache.length >= need
-        length = self.cache.length if long_enough else max(-(-need // _ALIGN) * _ALIGN, _FIRST_LENGTH)
-        fit = max(1, int(budget // (per_token * length)))
-        want = min(self.max_slots, fit, max(_MIN_SLOTS, 1 << (demand - 1).bit_length()))
-        if long_enough and self.cache.slots >= want:
+        """A cache of at least `need` tokens per slot and enough slots for `demand` sequences, within
+        the memory budget (`cache_size.plan`); the running sequences are copied over. When a longer
+        request leaves room for fewer slots than are running, returns False until enough have
+        finished (the caller waits)."""
+        length, want = cache_size.plan(
+            need,
+            demand,
+            self.cache.length if self.cache is not None else None,
+            SlotCache.bytes_per_token(self.net.lm),
+            cache_size.budget(self.device),
+            self.max_slots,
+        )
+        if self.cache is not None and self.cache.length == length and self.cache.slots >= want:
             return True
         if self.cache is None or not self.running:
             self.cache = None  # release the old cache before allocating the new one
