@@ -1,10 +1,21 @@
 """Nucleus sampling over the top candidates keeps exactly the tokens, and draws exactly the token, of
 a full sort of the vocabulary, for peaked and flat distributions alike."""
 
+import pytest
 import torch
 
-from tasks.backends import GenerationParams
-from tasks.backends.sampling import _CANDIDATES, RowSampler, choose
+from tasks.backends import GenerationParams, kernels
+from tasks.backends.sampling import _CANDIDATES, RowSampler, _nucleus_torch, choose
+
+
+@pytest.fixture(autouse=True, params=["kernel", "torch"])
+def code(request, monkeypatch):
+    """Every test runs on the C sampler (sample.c, where it builds) and on the torch ops."""
+    if request.param == "torch":
+        monkeypatch.setattr(kernels, "_kernel", None)
+    elif kernels.kernel() is None:
+        pytest.skip("no C compiler here: sampling runs in torch")
+    return request.param
 
 
 def full_sort_reference(logits, samplers):
@@ -117,3 +128,36 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_of_s
     scaled = torch.where(logits < 0, logits * penalty[:, None], logits / penalty[:, None])
     expected = torch.where(seen, scaled, logits)  # transformers' RepetitionPenaltyLogitsProcessor
     assert torch.equal(penalize(logits.clone(), seen, penalty), expected)
+
+
+def test_the_c_sampler_draws_what_the_torch_ops_draw_on_a_whole_vocabulary(code):
+    """SmolLM2-sized rows shaped like a model's (a few likely tokens, a long tail): the same token
+    for the same draw, but where a draw lands within rounding of a boundary (sample.c)."""
+    if code == "torch":
+        pytest.skip("compares the two")
+    generator = torch.Generator().manual_seed(6)
+    rows, vocab = 128, 49152
+    ranks = torch.arange(1, vocab + 1).float().log()
+    logits = torch.stack([-2 * ranks[torch.randperm(vocab, generator=generator)] for _ in range(rows)])
+    logits += torch.randn(rows, vocab, generator=generator)
+    temperature = torch.full((rows,), 0.7)
+    for top_p in (0.5, 0.9, 1.0):
+        for _ in range(3):
+            draws = torch.rand(rows, generator=generator)
+            top = torch.full((rows,), top_p)
+            got = kernels.sample_rows(kernels.kernel(), logits, temperature, top, draws, _CANDIDATES[0])
+            expected = _nucleus_torch(logits.clone(), temperature, top, draws)
+            assert (got >= 0).all()  # these nuclei fit the first candidates
+            assert (got != expected).sum() <= 1
+
+
+def test_the_c_sampler_ranks_tied_tokens_by_id_and_leaves_rows_past_its_candidates(code):
+    if code == "torch":
+        pytest.skip("the C sampler's own rules")
+    lib = kernels.kernel()
+    logits = torch.tensor([[1.0, 5.0, 5.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    one, small = torch.ones(2), torch.full((2,), 0.3)
+    # row 0: tokens 1 and 2 tie; a top-p of 0.3 keeps the first of them only, whatever the draw
+    for draw in (0.0, 0.5, 0.999):
+        picks = kernels.sample_rows(lib, logits, one, small, torch.full((2,), draw), 1)
+        assert picks.tolist() == [1, -1]  # row 1: its nucleus needs 2 of 4 equal tokens, past 1

@@ -1,13 +1,15 @@
-"""The engine's C kernels (`decode_attention.c`, `decode_norms.c`, `linear.c`), built once with the
-system C compiler into one library and loaded through ctypes; without a compiler, decoding runs the
-same layers in torch (and the projections through oneDNN, `matmul.py`).
+"""The engine's C kernels (`decode_attention.c`, `decode_norms.c`, `linear.c`, `sample.c`), built
+once with the system C compiler into one library and loaded through ctypes; without a compiler,
+decoding runs the same layers in torch (the projections through oneDNN, `matmul.py`), and sampling
+the same choice in torch ops (`sampling.py`).
 
 Why: on this CPU the decode step's attention, written as torch matmuls, is a batch of 3-row products
 over each slot's keys padded to the longest sequence; it took 9-12 ms per layer at 256 sequences of
 ~300 tokens, against ~5 ms for the kernel, which reads each sequence's own positions once
 (bench/generation.py measures the whole effect). The RMSNorms and the rotary embedding were 18
 small torch ops a layer, each its own pass and parallel region (decode_norms.c). The projections'
-products (linear.c) waited on memory in oneDNN (that file says more). The library is
+products (linear.c) waited on memory in oneDNN (that file says more). Nucleus sampling was nine
+torch passes over every row's logits (sample.c: 2.5 s of a 41 s sampled run, now 0.9). The library is
 cached by source, flags and CPU in `$INSTRUCTFORGE_CACHE/kernels`, so `-march=native` code never
 runs on another kind of CPU. `INSTRUCTFORGE_ATTENTION=torch` turns the kernels off.
 """
@@ -32,7 +34,8 @@ from tasks.backends.embedded import cache_root
 log = logging.getLogger(__name__)
 
 SOURCES = tuple(
-    Path(__file__).with_name(name) for name in ("decode_attention.c", "decode_norms.c", "linear.c")
+    Path(__file__).with_name(name)
+    for name in ("decode_attention.c", "decode_norms.c", "linear.c", "sample.c")
 )
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"]
 _lock = threading.Lock()
@@ -95,6 +98,17 @@ def load(library: Path) -> ctypes.CDLL:
         + [ctypes.c_int64] * 2
     )
     kernel.linear.restype = ctypes.c_int
+    kernel.sample_rows.argtypes = (
+        [ctypes.c_void_p]
+        + [ctypes.c_int64] * 2
+        + [ctypes.c_void_p] * 3
+        + [
+            ctypes.c_int64,
+            ctypes.c_void_p,
+            ctypes.c_int,
+        ]
+    )
+    kernel.sample_rows.restype = ctypes.c_int
     return kernel
 
 
@@ -257,3 +271,29 @@ def linear(
     if failed:  # the portable build, which `linear_available` reports
         raise RuntimeError("linear.c was built without AVX-512: use oneDNN or F.linear")
     return out
+
+
+def sample_rows(
+    lib, logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, draws: torch.Tensor, count: int
+) -> torch.Tensor:
+    """Each row's nucleus-sampled token (sample.c): fp32 `logits` [rows, vocab], per-row
+    `temperature`, `top_p` and uniform `draws` [rows]; -1 for a row whose nucleus reaches past its
+    `count` most likely tokens."""
+    logits = logits.contiguous()
+    rows, vocab = logits.shape
+    temperature, top_p, draws = (t.to(torch.float32).contiguous() for t in (temperature, top_p, draws))
+    picks = torch.empty(rows, dtype=torch.int64)
+    failed = lib.sample_rows(
+        logits.data_ptr(),
+        rows,
+        vocab,
+        temperature.data_ptr(),
+        top_p.data_ptr(),
+        draws.data_ptr(),
+        count,
+        picks.data_ptr(),
+        torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError("sampling: out of memory for its candidate buffer")
+    return picks

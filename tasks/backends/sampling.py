@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tasks.backends import kernels
+
 # Tokens looked at, in turn, before falling back to a full sort (see _nucleus). In the bench's
 # sampled run (temperature 0.7, top-p 0.9) the nucleus held more than 64 tokens in 0.44% of row
 # steps and more than 1,024 in none; at temperature 1 and top-p 0.95, 58% of rows of one bench
@@ -82,16 +84,33 @@ def choose(logits: torch.Tensor, samplers: list[RowSampler], seen: torch.Tensor 
 
 
 def _nucleus(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
-    """Nucleus sampling (Holtzman et al., 2020), overwriting `logits`. A row with top-p 1 (Magpie's
-    instructions) keeps its whole vocabulary, so it draws from the cumulative sum of its
-    probabilities in vocabulary order: no sort. For the others, sorting the whole vocabulary of
+    """Nucleus sampling (Holtzman et al., 2020): each row's draw from its generator, then the
+    choice in C (kernels.sample_rows: a few reads of each row instead of nine torch passes) where
+    the kernels are built and the logits are fp32 on the CPU, and in torch otherwise and for the
+    rows the kernel leaves (a nucleus past its first candidates: rare, flat distributions)."""
+    temperature = torch.tensor([s.temperature for s in samplers], device=logits.device)
+    top_p = torch.tensor([s.top_p for s in samplers], device=logits.device)
+    draws = torch.stack([torch.rand((), generator=s.generator) for s in samplers]).to(logits.device)
+    lib = kernels.kernel() if logits.device.type == "cpu" and logits.dtype == torch.float32 else None
+    if lib is None:
+        return _nucleus_torch(logits, temperature, top_p, draws)
+    picks = kernels.sample_rows(lib, logits, temperature, top_p, draws, _CANDIDATES[0])
+    rest = (picks < 0).nonzero()[:, 0]
+    if len(rest):
+        picks[rest] = _nucleus_torch(logits[rest], temperature[rest], top_p[rest], draws[rest])
+    return picks
+
+
+def _nucleus_torch(logits, temperature, top_p, draws) -> torch.Tensor:
+    """Nucleus sampling in torch ops, overwriting `logits`, with each row's `draws`. A row with
+    top-p 1 (Magpie's instructions) keeps its whole vocabulary, so it draws from the cumulative sum
+    of its probabilities in vocabulary order: no sort. For the others, sorting the whole vocabulary of
     every row took longer than the decode step itself here (660 ms for 128 rows of 49k logits); the
     nucleus almost always lies among the few most likely tokens, so rows are first cut to their top
     `_CANDIDATES[0]`, then those whose candidates hold less than top_p of the mass to the next
     count, and so on; only rows past the last are sorted in full. Either way a row keeps the same
     tokens as a full sort, with probabilities normalized over the whole vocabulary."""
-    temperature = torch.tensor([s.temperature for s in samplers], device=logits.device)[:, None]
-    top_p = torch.tensor([s.top_p for s in samplers], device=logits.device)[:, None]
+    temperature, top_p = temperature[:, None], top_p[:, None]
     # subtle: in place and into a kept buffer. A fresh [256, 49k] tensor (48 MB) is above glibc's
     # largest mmap threshold: each was a new mapping, page-faulted in as it was written, and the
     # fresh quotient and softmax made a 245-row step's sampling take 36 ms instead of 14.
@@ -104,9 +123,8 @@ def _nucleus(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
     if masked is not None:  # a token masked with -inf keeps probability 0
         scaled.masked_fill_(masked, float("-inf"))
     probs = torch.softmax(scaled, -1, out=_probs_buffer(scaled))
-    draws = torch.stack([torch.rand((), generator=s.generator) for s in samplers]).to(logits.device)
-    picks = torch.empty(len(samplers), dtype=torch.long, device=logits.device)
-    rows = torch.arange(len(samplers), device=logits.device)
+    picks = torch.empty(len(logits), dtype=torch.long, device=logits.device)
+    rows = torch.arange(len(logits), device=logits.device)
     whole = top_p[:, 0] >= 1.0
     if bool(whole.any()):
         every = bool(whole.all())
@@ -120,7 +138,7 @@ def _nucleus(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
     for count in _CANDIDATES:
         if not len(rows):
             return picks
-        pending = probs if len(rows) == len(samplers) else probs[rows]  # (no copy on the first pass)
+        pending = probs if len(rows) == len(logits) else probs[rows]  # (no copy on the first pass)
         sorted_probs, order = pending.topk(min(count, probs.shape[-1]), dim=-1)
         enough = sorted_probs.sum(-1) >= top_p[rows, 0]
         if count >= probs.shape[-1]:
