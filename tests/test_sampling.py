@@ -161,3 +161,25 @@ def test_the_c_sampler_ranks_tied_tokens_by_id_and_leaves_rows_past_its_candidat
     for draw in (0.0, 0.5, 0.999):
         picks = kernels.sample_rows(lib, logits, one, small, torch.full((2,), draw), 1)
         assert picks.tolist() == [1, -1]  # row 1: its nucleus needs 2 of 4 equal tokens, past 1
+
+
+def test_the_greedy_choice_is_torchs_argmax_ties_and_masked_rows_included(code):
+    logits = torch.randn(6, 49152, generator=torch.Generator().manual_seed(7))
+    logits[1, [10, 20000, 40000]] = 50.0  # a tie: the first index
+    logits[2] = float("-inf")  # nothing finite: index 0, as torch gives
+    logits[3, 49151] = 60.0  # the last token, past the last whole vector
+    greedy = samplers(6, 0, temperature=0.0)
+    assert (
+        choose(logits.clone(), greedy, None)
+        == logits.argmax(-1).tolist()
+        == [
+            int(logits[0].argmax()),
+            10,
+            0,
+            49151,
+            int(logits[4].argmax()),
+            int(logits[5].argmax()),
+        ]
+    )
+    tail = torch.randn(3, 21, generator=torch.Generator().manual_seed(8))  # a vocabulary of 21
+    assert choose(tail.clone(), samplers(3, 0, temperature=0.0), None) == tail.argmax(-1).tolist()

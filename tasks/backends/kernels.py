@@ -109,6 +109,8 @@ def load(library: Path) -> ctypes.CDLL:
         ]
     )
     kernel.sample_rows.restype = ctypes.c_int
+    kernel.argmax_rows.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int]
+    kernel.argmax_rows.restype = None
     return kernel
 
 
@@ -296,4 +298,14 @@ def sample_rows(
     )
     if failed:
         raise MemoryError("sampling: out of memory for its candidate buffer")
+    return picks
+
+
+def argmax_rows(lib, logits: torch.Tensor) -> torch.Tensor:
+    """`logits.argmax(-1)` of fp32 `logits` [rows, vocab] (sample.c)."""
+    logits = logits.contiguous()
+    picks = torch.empty(logits.shape[0], dtype=torch.int64)
+    lib.argmax_rows(
+        logits.data_ptr(), logits.shape[0], logits.shape[1], picks.data_ptr(), torch.get_num_threads()
+    )
     return picks

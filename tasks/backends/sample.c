@@ -240,3 +240,39 @@ int sample_rows(const float *logits, int64_t n, int64_t vocab, const float *temp
     }
     return failed;
 }
+
+/* out[r] = the index of row r's largest logit, the first of equal ones (torch.argmax's rule): one
+ * read of each row, rows split between the threads (torch's argmax took ~2.2 ms for 136 rows of
+ * SmolLM2's vocabulary here). */
+void argmax_rows(const float *logits, int64_t n, int64_t vocab, int64_t *out, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t r = 0; r < n; r++) {
+        const float *x = logits + r * vocab;
+        float most = -INFINITY;
+        int64_t at = 0, i = 0;
+#if defined(__AVX512F__)
+        if (vocab >= 16) {
+            __m512 best = _mm512_loadu_ps(x);
+            __m512i where = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            __m512i index = where, step = _mm512_set1_epi32(16);
+            for (i = 16; i + 16 <= vocab && i < INT32_MAX - 16; i += 16) {
+                index = _mm512_add_epi32(index, step);
+                __m512 v = _mm512_loadu_ps(x + i);
+                __mmask16 above = _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ); /* strictly: the first stays */
+                best = _mm512_mask_mov_ps(best, above, v);
+                where = _mm512_mask_mov_epi32(where, above, index);
+            }
+            float lanes[16];
+            int32_t places[16];
+            _mm512_storeu_ps(lanes, best);
+            _mm512_storeu_si512(places, where);
+            most = lanes[0], at = places[0];
+            for (int j = 1; j < 16; j++)
+                if (lanes[j] > most || (lanes[j] == most && places[j] < at)) most = lanes[j], at = places[j];
+        }
+#endif
+        for (; i < vocab; i++)
+            if (x[i] > most) most = x[i], at = i;
+        out[r] = at;
+    }
+}
