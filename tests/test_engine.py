@@ -255,3 +255,30 @@ def test_the_cache_grows_in_steps_within_its_memory_budget():
     # a longer request: the next multiple of 128 tokens, and only the slots the budget holds
     assert cache_size.plan(600, 100, 512, mb, 640 * 10 * mb, 256) == (640, 10)
     assert cache_size.plan(600, 100, 512, mb, 1, 256) == (640, 1)  # never none
+
+
+def test_the_decode_layers_in_one_c_call_give_the_python_loops_logits_bit_for_bit(small):
+    """`decode_layers.c` runs the step's layers where `SlotModel._layers` would call the same
+    kernels one at a time: the same logits to the bit, for rows of different lengths."""
+    import torch
+
+    from tasks.backends.decode import SlotCache
+
+    net = small.engine.net
+    if net.fused is None:
+        pytest.skip("not every piece of the layer runs in C here")
+    prompts = [small.tokenizer(small.render(p), add_special_tokens=False)["input_ids"] for p in PROMPTS[:3]]
+    ids = torch.zeros(3, max(map(len, prompts)), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, : len(p)] = torch.tensor(p)
+    lengths = torch.tensor([len(p) for p in prompts])
+    cache = SlotCache(net.lm, 4, 128, zeroed=False)
+    with torch.inference_mode():
+        tokens = net.prefill(cache, 0, ids, lengths).argmax(-1)
+        fused = net.decode(cache, tokens, lengths).clone()
+        kept, net.fused = net.fused, None
+        try:
+            plain = net.decode(cache, tokens, lengths).clone()
+        finally:
+            net.fused = kept
+    assert torch.equal(fused, plain)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from tasks.backends import kernels
 from tasks.backends.allocator import keep_freed_memory
+from tasks.backends.fused import FusedLayers
 from tasks.backends.matmul import Projections
 
 # Largest output taken fresh from the allocator each step: glibc maps anything larger anew on
@@ -160,6 +161,7 @@ class SlotModel:
             *(n for x in layers for n in (x.input_layernorm, x.post_attention_layernorm)),
         ]
         self.norm_kernel = self.kernel is not None and all(map(_rms_norm_like, norms)) and self._norm_agrees()
+        self.fused = FusedLayers.build(self)  # the decode layers in one C call, where all run in C
 
     def _norm_agrees(self) -> bool:
         """The kernel's RMSNorm gives the module's result (summation order aside) on this model."""
@@ -252,7 +254,11 @@ class SlotModel:
 
         else:
             attend = self._torch_attention(cache, rows, lengths)
-        x = self._layers(self.body.embed_tokens(tokens[:, None]), lengths[:, None], attend)
+        x = self.body.embed_tokens(tokens[:, None])
+        if self.fused is not None:
+            x = self.fused(cache, x, lengths, visible, longest, hot)
+        else:
+            x = self._layers(x, lengths[:, None], attend)
         head, last = self.lm.lm_head, x[:, 0]
         if self.head_into or (self.linear.kernel is not None and head in self.linear.packed):
             return self.linear(head, last, out=self._kept_logits(n))

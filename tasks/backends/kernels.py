@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = tuple(
     Path(__file__).with_name(name)
-    for name in ("decode_attention.c", "decode_norms.c", "linear.c", "sample.c")
+    for name in ("decode_attention.c", "decode_norms.c", "decode_layers.c", "linear.c", "sample.c")
 )
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"]
 _lock = threading.Lock()
@@ -111,6 +111,15 @@ def load(library: Path) -> ctypes.CDLL:
     kernel.sample_rows.restype = ctypes.c_int
     kernel.argmax_rows.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int]
     kernel.argmax_rows.restype = None
+    kernel.decode_layers.argtypes = (
+        [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+        + [ctypes.c_int64] * 6
+        + [ctypes.c_float]
+        + [ctypes.c_void_p] * 6
+        + [ctypes.c_int64] * 3
+        + [ctypes.c_float, ctypes.c_int]
+    )
+    kernel.decode_layers.restype = ctypes.c_int
     return kernel
 
 
