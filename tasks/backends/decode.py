@@ -9,8 +9,9 @@ The model's own modules (embeddings, norms, MLP activation, rotary embedding) an
 work, except for what runs faster as the same fp32 arithmetic on CPU: attention and the cache;
 the matrix products, with packed weights (a C kernel, or oneDNN), the MLP's SiLU and product and
 the residual adds fused into them (`matmul.py`); and Llama-style RMSNorm and the rotary embedding
-in C (`kernels.py`, checked against the modules when the model loads). So outputs follow the
-checkpoint's code and weights (greedy outputs equal `generate`'s: tests/test_engine.py).
+in C (`kernels.py`, checked against the modules when the model loads); where all of them run in
+C, a decode step's layers are one C call (`fused.py`). So outputs follow the checkpoint's code and
+weights (greedy outputs equal `generate`'s: tests/test_engine.py).
 
 Why not `generate`: its growing cache copies every layer's keys and values on every step, rows that
 finished keep being computed until the whole batch ends, and the full-vocabulary head runs on every
