@@ -37,6 +37,7 @@ SOURCES = tuple(
     Path(__file__).with_name(name)
     for name in ("decode_attention.c", "decode_norms.c", "decode_layers.c", "linear.c", "sample.c")
 )
+HEADERS = (Path(__file__).with_name("exp16.h"),)  # included by the sources: part of the cache key
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"]
 _lock = threading.Lock()
 _kernel: ctypes.CDLL | None | bool = False  # False: not tried yet; None: unavailable
@@ -56,7 +57,7 @@ def _build() -> ctypes.CDLL | None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if os.environ.get("INSTRUCTFORGE_ATTENTION", "").lower() == "torch" or compiler is None:
         return None
-    source = b"".join(path.read_bytes() for path in SOURCES)
+    source = b"".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
     key = hashlib.sha256(source + " ".join(_FLAGS).encode() + _cpu_signature().encode()).hexdigest()[:16]
     library = cache_root() / "kernels" / f"decode-{platform.machine()}-{key}.so"
     if not library.exists():

@@ -24,6 +24,8 @@
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+
+#include "exp16.h"
 #endif
 
 #define FLOOR 80.f
@@ -115,24 +117,6 @@ static inline float weight(float x, float inverse, float top) {
     return expf(s > -FLOOR ? s : -FLOOR);
 }
 
-#if defined(__AVX512F__)
-/* exp(x) for -FLOOR <= x <= 0, to ~2 ulp: 2^n * p(r), x = n ln2 + r, |r| <= ln2 / 2 */
-static inline __m512 exp_range(__m512 x) {
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x); /* ln2, split in two */
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-    return _mm512_scalef_ps(p, n);
-}
-#endif
 
 /* The sum of every token's weight; each weight also into kept[] where given. */
 static double total_weight(const float *x, int64_t vocab, float inverse, float top, float *kept) {
@@ -145,7 +129,7 @@ static double total_weight(const float *x, int64_t vocab, float inverse, float t
         __m512 v = _mm512_loadu_ps(x + i);
         __m512 s = _mm512_max_ps(_mm512_fmsub_ps(v, scale, shift), floor);
         __mmask16 finite = _mm512_cmp_ps_mask(v, minus_inf, _CMP_NEQ_OQ);
-        __m512 w = _mm512_maskz_mov_ps(finite, exp_range(s));
+        __m512 w = _mm512_maskz_mov_ps(finite, exp16(s));
         if (kept) _mm512_storeu_ps(kept + i, w);
         sum = _mm512_add_ps(sum, w);
         if ((i & 4095) == 4080) { /* partial sums in double every 4,096 tokens */
