@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tasks.backends import GenerationParams, kernels
-from tasks.backends.sampling import _CANDIDATES, RowSampler, _nucleus_torch, choose
+from tasks.backends.sampling import _CANDIDATES, RowSampler, _nucleus_torch, choose, sample_rows
 
 
 @pytest.fixture(autouse=True, params=["kernel", "torch"])
@@ -145,7 +145,7 @@ def test_the_c_sampler_draws_what_the_torch_ops_draw_on_a_whole_vocabulary(code)
         for _ in range(3):
             draws = torch.rand(rows, generator=generator)
             top = torch.full((rows,), top_p)
-            got = kernels.sample_rows(kernels.kernel(), logits, temperature, top, draws, _CANDIDATES[0])
+            got = sample_rows(kernels.kernel(), logits, temperature, top, draws, _CANDIDATES[0])
             expected = _nucleus_torch(logits.clone(), temperature, top, draws)
             assert (got >= 0).all()  # these nuclei fit the first candidates
             assert (got != expected).sum() <= 1
@@ -159,7 +159,7 @@ def test_the_c_sampler_ranks_tied_tokens_by_id_and_leaves_rows_past_its_candidat
     one, small = torch.ones(2), torch.full((2,), 0.3)
     # row 0: tokens 1 and 2 tie; a top-p of 0.3 keeps the first of them only, whatever the draw
     for draw in (0.0, 0.5, 0.999):
-        picks = kernels.sample_rows(lib, logits, one, small, torch.full((2,), draw), 1)
+        picks = sample_rows(lib, logits, one, small, torch.full((2,), draw), 1)
         assert picks.tolist() == [1, -1]  # row 1: its nucleus needs 2 of 4 equal tokens, past 1
 
 

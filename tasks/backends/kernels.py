@@ -283,39 +283,3 @@ def linear(
     if failed:  # the portable build, which `linear_available` reports
         raise RuntimeError("linear.c was built without AVX-512: use oneDNN or F.linear")
     return out
-
-
-def sample_rows(
-    lib, logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, draws: torch.Tensor, count: int
-) -> torch.Tensor:
-    """Each row's nucleus-sampled token (sample.c): fp32 `logits` [rows, vocab], per-row
-    `temperature`, `top_p` and uniform `draws` [rows]; -1 for a row whose nucleus reaches past its
-    `count` most likely tokens."""
-    logits = logits.contiguous()
-    rows, vocab = logits.shape
-    temperature, top_p, draws = (t.to(torch.float32).contiguous() for t in (temperature, top_p, draws))
-    picks = torch.empty(rows, dtype=torch.int64)
-    failed = lib.sample_rows(
-        logits.data_ptr(),
-        rows,
-        vocab,
-        temperature.data_ptr(),
-        top_p.data_ptr(),
-        draws.data_ptr(),
-        count,
-        picks.data_ptr(),
-        torch.get_num_threads(),
-    )
-    if failed:
-        raise MemoryError("sampling: out of memory for its candidate buffer")
-    return picks
-
-
-def argmax_rows(lib, logits: torch.Tensor) -> torch.Tensor:
-    """`logits.argmax(-1)` of fp32 `logits` [rows, vocab] (sample.c)."""
-    logits = logits.contiguous()
-    picks = torch.empty(logits.shape[0], dtype=torch.int64)
-    lib.argmax_rows(
-        logits.data_ptr(), logits.shape[0], logits.shape[1], picks.data_ptr(), torch.get_num_threads()
-    )
-    return picks

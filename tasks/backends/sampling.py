@@ -91,12 +91,12 @@ def _kernel(logits: torch.Tensor):
 def _argmax(logits: torch.Tensor) -> torch.Tensor:
     """Greedy choice: in C where it can (a quarter of torch's time at 136 rows here), else torch."""
     lib = _kernel(logits)
-    return logits.argmax(-1) if lib is None else kernels.argmax_rows(lib, logits)
+    return logits.argmax(-1) if lib is None else argmax_rows(lib, logits)
 
 
 def _nucleus(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
     """Nucleus sampling (Holtzman et al., 2020): each row's draw from its generator, then the
-    choice in C (kernels.sample_rows: a few reads of each row instead of nine torch passes) where
+    choice in C (sample_rows, sample.c: a few reads of each row instead of nine torch passes) where
     the kernels are built and the logits are fp32 on the CPU, and in torch otherwise and for the
     rows the kernel leaves (a nucleus past its first candidates: rare, flat distributions)."""
     temperature = torch.tensor([s.temperature for s in samplers], device=logits.device)
@@ -105,7 +105,7 @@ def _nucleus(logits: torch.Tensor, samplers: list[RowSampler]) -> torch.Tensor:
     lib = _kernel(logits)
     if lib is None:
         return _nucleus_torch(logits, temperature, top_p, draws)
-    picks = kernels.sample_rows(lib, logits, temperature, top_p, draws, _CANDIDATES[0])
+    picks = sample_rows(lib, logits, temperature, top_p, draws, _CANDIDATES[0])
     rest = (picks < 0).nonzero()[:, 0]
     if len(rest):
         picks[rest] = _nucleus_torch(logits[rest], temperature[rest], top_p[rest], draws[rest])
@@ -160,6 +160,42 @@ def _nucleus_torch(logits, temperature, top_p, draws) -> torch.Tensor:
     if len(rows):  # flat distributions: the nucleus reaches past every candidate
         full, full_order = probs[rows].sort(-1, descending=True)
         picks[rows] = _pick(full, full_order, top_p[rows], draws[rows])
+    return picks
+
+
+def sample_rows(
+    lib, logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, draws: torch.Tensor, count: int
+) -> torch.Tensor:
+    """Each row's nucleus-sampled token through sample.c (`lib`, kernels.kernel()): fp32 `logits`
+    [rows, vocab], per-row `temperature`, `top_p` and uniform `draws` [rows]; -1 for a row whose
+    nucleus reaches past its `count` most likely tokens."""
+    logits = logits.contiguous()
+    rows, vocab = logits.shape
+    temperature, top_p, draws = (t.to(torch.float32).contiguous() for t in (temperature, top_p, draws))
+    picks = torch.empty(rows, dtype=torch.int64)
+    failed = lib.sample_rows(
+        logits.data_ptr(),
+        rows,
+        vocab,
+        temperature.data_ptr(),
+        top_p.data_ptr(),
+        draws.data_ptr(),
+        count,
+        picks.data_ptr(),
+        torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError("sampling: out of memory for its candidate buffer")
+    return picks
+
+
+def argmax_rows(lib, logits: torch.Tensor) -> torch.Tensor:
+    """`logits.argmax(-1)` of fp32 `logits` [rows, vocab] through sample.c."""
+    logits = logits.contiguous()
+    picks = torch.empty(logits.shape[0], dtype=torch.int64)
+    lib.argmax_rows(
+        logits.data_ptr(), logits.shape[0], logits.shape[1], picks.data_ptr(), torch.get_num_threads()
+    )
     return picks
 
 
