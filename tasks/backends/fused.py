@@ -66,7 +66,7 @@ class FusedLayers:
                 + [0, 0]  # the cache's layers, set by __call__
             )
         self.table = torch.tensor(rows, dtype=torch.int64)
-        self.cache_at: tuple[int, int] | None = None  # the cache the table's last columns point into
+        self.cache_at: tuple | None = None  # the cache the table's last columns point into
         first, head = net.body.layers[0], net.lm.lm_head
         self.head = net.linear.packed.get(head)  # its first weights are prefetched by the last layer
         self.shape = (
@@ -84,8 +84,10 @@ class FusedLayers:
         """The layers on embeddings `x` [n, 1, hidden] (updated in place) at positions `lengths`,
         then the final norm; `visible`, `longest`, `hot` as `kernels.decode_attention` takes them."""
         net = self.net
-        if self.cache_at != (cache.k.data_ptr(), cache.v.data_ptr()):
-            self.cache_at = (cache.k.data_ptr(), cache.v.data_ptr())
+        # subtle: the shape too. A new cache can be allocated where the old one was freed.
+        where = (cache.k.data_ptr(), cache.v.data_ptr(), tuple(cache.k.shape))
+        if self.cache_at != where:
+            self.cache_at = where
             layer_bytes = cache.k.stride(0) * cache.k.element_size()
             offsets = torch.arange(len(self.table), dtype=torch.int64) * layer_bytes
             self.table[:, _CACHE_K] = cache.k.data_ptr() + offsets
