@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from tasks.backends import kernels
 from tasks.backends.allocator import keep_freed_memory
-from tasks.backends.fused import FusedLayers
+from tasks.backends.fused import FusedLayers, silu_gated
 from tasks.backends.matmul import Projections
 
 # Largest output taken fresh from the allocator each step: glibc maps anything larger anew on
@@ -203,7 +203,7 @@ class SlotModel:
         if not all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn")):
             return residual + mlp(h)
         linear = self.linear
-        if isinstance(mlp.act_fn, torch.nn.SiLU) or type(mlp.act_fn).__name__ == "SiLUActivation":
+        if silu_gated(mlp):
             gate = linear.silu(mlp.gate_proj, h)
         else:
             gate = mlp.act_fn(linear(mlp.gate_proj, h))

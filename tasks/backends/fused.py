@@ -22,7 +22,8 @@ def _parts(layer) -> list:
     return [getattr(attn, n, None) for n in _NAMES[:4]] + [getattr(mlp, n, None) for n in _NAMES[4:]]
 
 
-def _silu(mlp) -> bool:
+def silu_gated(mlp) -> bool:
+    """The MLP's activation is SiLU (which linear.c runs inside the gate's product)."""
     act = getattr(mlp, "act_fn", None)
     return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"
 
@@ -43,7 +44,7 @@ class FusedLayers:
             attn = layer.self_attn
             if (
                 any(p not in net.linear.packed for p in _parts(layer))
-                or not _silu(layer.mlp)
+                or not silu_gated(layer.mlp)
                 or (attn.scaling, attn.head_dim) != (first.self_attn.scaling, dim)
                 or {layer.input_layernorm.variance_epsilon, layer.post_attention_layernorm.variance_epsilon}
                 != {eps}
