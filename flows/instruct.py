@@ -22,9 +22,10 @@ from tasks.near_duplicates import EXACT_UP_TO, drop_near_duplicates
 from tasks.progress import stage_progress
 from tasks.publish import check_destination, publish
 from tasks.respond import generate_responses
-from tasks.rows import drop_duplicates, in_order
+from tasks.rows import Row, drop_duplicates, in_order
 from tasks.seeds import load_seeds
 from tasks.self_instruct import generate_instructions
+from tasks.targets import by_seed, missing, shortfall_message, take
 
 Mutation = Literal["constraints", "deepening", "concretizing", "reasoning", "complicate_input", "breadth"]
 Positive = Annotated[int, Field(gt=0)]
@@ -63,8 +64,10 @@ def instruct(
     response_temperature: Annotated[float, Field(ge=0)] = 0.3,
     max_new_tokens: Positive = 256,
     system_prompt: str | None = None,
+    ground_responses: bool = True,
     batch_size: Positive = 32,
     near_duplicate_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7,
+    max_rounds: Positive = 3,
     seed: int = 0,
     output_dir: Path = Path("output/instruct"),
     versioned: bool = False,
@@ -88,9 +91,13 @@ def instruct(
         response_temperature: Sampling temperature for responses (0 is greedy).
         max_new_tokens: Longest response, in tokens.
         system_prompt: Optional system prompt for the response step.
+        ground_responses: Answer each instruction with its seed passage as reference material, so
+            the answer's facts come from the passage (the instruction itself stays self-contained).
         batch_size: Rows per task run: the unit of caching, retries and resume.
         near_duplicate_threshold: Drop an instruction whose ROUGE-L with an earlier kept one is at
             least this (the Self-Instruct paper uses 0.7; 1 keeps all but exact duplicates).
+        max_rounds: Rounds of generation for passages still short of num_instructions rows after
+            the filters; the run stops earlier once every passage has its rows.
         seed: Run seed: fixes sampling and each row's choice of mutation.
         output_dir: Where the dataset directory is written (replaced whole on success).
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
@@ -110,68 +117,100 @@ def instruct(
 
     ledger = Ledger()
     progress = Progress("instruct", total=num_evolutions + 2)
+    targets = {s["seed_id"]: num_instructions for s in seed_rows}
+    final: list[Row] = []
+    # Each round writes rows for the passages still short of `num_instructions` (filters drop many
+    # of a small model's generations); seeds that cannot take a prompt or failed sit out.
+    rounds_run = 0
+    for round_ in range(1, max_rounds + 1):
+        if not (wanted := missing(final, targets)):
+            break
+        rounds_run = round_
+        short = [s for s in seed_rows if s["seed_id"] in wanted]
+        rows = write_instructions(
+            short, round_, num_instructions, batch_size, instruction_params, ledger, common
+        )
+        logger.info("SelfInstruct (round %d): %d queries from %d passages", round_, len(rows), len(short))
+        first = round_ == 1  # the progress bar follows the first round; later ones top up
+        if first:
+            progress.advance("self_instruct")
 
-    # 1. SelfInstruct: user queries grounded in each seed passage.
+        # 2. EvolInstruct: each round evolves every query in depth or breadth; failed evolutions
+        #    keep their parent.
+        for evolution in range(1, num_evolutions + 1):
+            evolved = map_batches(
+                evolve_instructions,
+                rows,
+                batch_size,
+                round=evolution,
+                mutations=list(mutations),
+                seed=seed,
+                params=evolution_params,
+                **common,
+            )
+            rows = ledger.rows(evolved, f"evol_instruct_{evolution}")
+            logger.info("EvolInstruct round %d: %d evolutions dropped", evolution, len(evolved["drops"]))
+            if first:
+                progress.advance(f"evol_instruct round {evolution}")
+
+        # 3. A response for every instruction, written with its passage at hand (grounded).
+        respond = {"params": response_params, "system_prompt": system_prompt, "grounded": ground_responses}
+        answered = map_batches(generate_responses, rows, batch_size, **respond, **common)
+        # 4. Elimination (paper rule 2): an evolution answered by a refusal falls back to its parent.
+        fallbacks, answered["drops"] = fall_back_to_parent(rows, answered["drops"])
+        reanswered = map_batches(generate_responses, fallbacks, batch_size, **respond, **common)
+        if first:
+            progress.advance("respond")
+        answered_rows = in_order(ledger.rows(answered, "respond") + ledger.rows(reanswered, "respond"), rows)
+
+        # 5. Drop exact and near duplicates (ROUGE-L against every kept instruction, as the
+        #    Self-Instruct paper filters), then keep what each passage still lacks.
+        new, dropped = deduplicate([*final, *answered_rows], near_duplicate_threshold)
+        new, over = take(new[len(final) :], wanted)
+        ledger.drops += dropped + over
+        final = by_seed(final + new, seed_rows)
+        skip = {d["seed_id"] for d in ledger.drops if d["reason"] == "prompt_too_long"}
+        skip |= {f["seed_id"] for f in ledger.failures}
+        targets = {k: n for k, n in targets.items() if k not in skip}
+
+    target = num_instructions * len(seed_rows)
+    if len(final) < target:
+        logger.warning(shortfall_message(len(final), target, rounds_run, ledger.drops))
+    extra = {"target_rows": target, "rounds": rounds_run}
+    return publish(
+        "instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned, extra
+    )
+
+
+def write_instructions(
+    seeds: list[Row],
+    round_: int,
+    num_instructions: int,
+    batch_size: int,
+    params: GenerationParams,
+    ledger: Ledger,
+    common: dict,
+) -> list[Row]:
+    """1. SelfInstruct: user queries grounded in each seed passage; round r samples with seeds of
+    its own, so a later round writes new queries for the passages still short."""
+    round_params = params.model_copy(update={"seed": params.seed + 3 * (round_ - 1)})
     queries = map_batches(
         generate_instructions,
-        seed_rows,
+        seeds,
         batch_size,
         num_instructions=num_instructions,
-        params=instruction_params,
+        params=round_params,
         **common,
     )
-    rows = ledger.rows(queries, "self_instruct")
-    logger.info("SelfInstruct: %d queries from %d passages", len(rows), len(seed_rows))
-    progress.advance("self_instruct")
+    return ledger.rows(queries, "self_instruct")
 
-    # 2. EvolInstruct: each round evolves every query in depth or breadth; failed evolutions keep
-    #    their parent.
-    for round_ in range(1, num_evolutions + 1):
-        evolved = map_batches(
-            evolve_instructions,
-            rows,
-            batch_size,
-            round=round_,
-            mutations=list(mutations),
-            seed=seed,
-            params=evolution_params,
-            **common,
-        )
-        rows = ledger.rows(evolved, f"evol_instruct_{round_}")
-        logger.info("EvolInstruct round %d: %d evolutions dropped", round_, len(evolved["drops"]))
-        progress.advance(f"evol_instruct round {round_}")
 
-    # 3. A response for every instruction.
-    answered = map_batches(
-        generate_responses,
-        rows,
-        batch_size,
-        params=response_params,
-        system_prompt=system_prompt,
-        **common,
-    )
-    # 4. Elimination (paper rule 2): an evolution answered by a refusal falls back to its parent.
-    fallbacks, answered["drops"] = fall_back_to_parent(rows, answered["drops"])
-    reanswered = map_batches(
-        generate_responses,
-        fallbacks,
-        batch_size,
-        params=response_params,
-        system_prompt=system_prompt,
-        **common,
-    )
-    progress.advance("respond")
-    answered_rows = in_order(ledger.rows(answered, "respond") + ledger.rows(reanswered, "respond"), rows)
-
-    # 5. Drop exact and near duplicates (ROUGE-L against every kept instruction, as the
-    #    Self-Instruct paper filters), then save (and push).
-    final, duplicates = drop_duplicates(answered_rows)
-    with stage_progress("near_duplicates", len(final), "rows", EXACT_UP_TO, log_every=10_000) as advance:
-        final, near_duplicates = drop_near_duplicates(
-            final, "instruction", near_duplicate_threshold, progress=advance
-        )
-    ledger.drops += duplicates + near_duplicates
-    return publish("instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned)
+def deduplicate(rows: list[Row], threshold: float) -> tuple[list[Row], list[dict]]:
+    """Exact, then near duplicates (ROUGE-L): a later row like an earlier kept one is dropped."""
+    kept, duplicates = drop_duplicates(rows)
+    with stage_progress("near_duplicates", len(kept), "rows", EXACT_UP_TO, log_every=10_000) as advance:
+        kept, near = drop_near_duplicates(kept, "instruction", threshold, progress=advance)
+    return kept, duplicates + near
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ from typing import Any
 from tasks import prompts
 from tasks.backends import GenerationParams, Message, get_backend
 from tasks.caching import technique_task
+from tasks.evol_filters import answer_text, lost_subject, meta_talk, unfinished
 from tasks.filters import degenerate, echoes, empty, first_reason, no_gain, not_a_request, words
 from tasks.rows import Row, drop, generation_drop, with_stage
+from tasks.self_contained import needs_context
 
 STAGE = "evol_instruct"
 IN_DEPTH = ("constraints", "deepening", "concretizing", "reasoning", "complicate_input")
@@ -83,8 +85,13 @@ def eliminate(candidate: str, parent: str, mutation: str) -> str | None:
         empty(candidate),
         too_long(candidate, parent),
         echoes(candidate, boilerplate, markers=MARKERS),
+        meta_talk(candidate),
         degenerate(candidate),
+        unfinished(candidate),
         not_a_request(candidate),
+        answer_text(candidate),
+        needs_context(candidate),
+        lost_subject(candidate, parent, mutation),
         no_gain(candidate, parent),
     )
 

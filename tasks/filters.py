@@ -131,7 +131,7 @@ def refusal(response: str, max_words: int = 80) -> str | None:
     return None
 
 
-_REQUEST_START = frozenset(
+REQUEST_WORDS = frozenset(
     "what why how when where which who whom whose can could would should is are do does did will "
     "explain describe write list summarize summarise compare contrast give provide tell create "
     "calculate compute discuss outline identify define analyze analyse evaluate suggest propose "
@@ -155,7 +155,7 @@ def not_a_request(text: str) -> str | None:
         return None
     for line in text.splitlines():
         first = [w for w in words(line) if not w.isdigit()][:1]  # skip list numbering
-        if first and first[0] in _REQUEST_START:
+        if first and first[0] in REQUEST_WORDS:
             return None
     return "not_a_request"
 

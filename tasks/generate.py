@@ -8,7 +8,8 @@ distilabel's pipelines, here without a class hierarchy. The response step of eve
 arXiv:2304.12244; Magpie, Xu et al., 2024, arXiv:2406.08464) is this task with `respond.jinja`.
 
 `num_generations` samples each row several times: generation k uses seed `params.seed + k`, so the
-samples differ and a rerun repeats them.
+samples differ and a rerun repeats them. A reply that fails a check is drawn again with a seed of
+its own before the row is given up.
 """
 
 from __future__ import annotations
@@ -94,11 +95,14 @@ def generate_text(
     stage: str | None = None,
     checks: tuple[str, ...] = DEFAULT_CHECKS,
     keep_truncated: bool = True,
+    max_attempts: int = 3,
 ) -> dict:
     """`num_generations` rows per input row, each with the model's reply to `template` in
     `output_column` (and `<output_column>_truncated`, `system_prompt`); a reply that fails a check
-    is a drop record instead, as is one cut off by the token limit unless `keep_truncated`.
-    `stage` names the step in provenance (default: `output_column`)."""
+    is sampled again with another seed (up to `max_attempts` draws when sampling), then becomes a
+    drop record; so is one cut off by the token limit unless `keep_truncated`. A discarded draw
+    that was sampled again is recorded as `<reason>:resampled`. `stage` names the step in
+    provenance (default: `output_column`)."""
     check_step(template, output_column, num_generations, checks)
     if num_generations > 1 and params.temperature == 0:
         raise ValueError("num_generations > 1 needs a temperature above 0: greedy samples are identical.")
@@ -109,15 +113,33 @@ def generate_text(
     messages = [build_messages(row, template, system_prompt) for row in rows]
     per_row: list[list[Row]] = [[] for _ in rows]
     drops: list[dict[str, Any]] = []
+    # A greedy reply repeats itself, so only sampled ones are drawn again.
+    attempts = max_attempts if params.temperature > 0 else 1
     for k in range(num_generations):
-        sample_params = params.model_copy(update={"seed": params.seed + k})
-        for i, (row, out) in enumerate(zip(rows, llm.generate(messages, sample_params))):
-            failed = generation_drop(stage, out, row)
-            reason = None if failed else check_text(out.text, tuple(checks))
-            if not reason and not keep_truncated and out.finish_reason == "length":
-                reason = "truncated"
-            if failed or reason:
-                drops.append(failed or drop(stage, reason, row, out.text))
-            else:
-                per_row[i].append(generated_row(row, out, k, num_generations, step, sample_params))
+        pending = list(range(len(rows)))
+        for attempt in range(attempts):
+            # subtle: sample k's attempt a uses seed + k + a * num_generations, never another sample's.
+            seed = params.seed + k + attempt * num_generations
+            sample_params = params.model_copy(update={"seed": seed})
+            outputs = llm.generate([messages[i] for i in pending], sample_params)
+            retry = []
+            for i, out in zip(pending, outputs):
+                failed = generation_drop(stage, out, rows[i])
+                reason = None if failed else check_text(out.text, tuple(checks))
+                if not reason and not keep_truncated and out.finish_reason == "length":
+                    reason = "truncated"
+                if failed or not reason:
+                    drops += [failed] if failed else []
+                    if not failed:
+                        per_row[i].append(
+                            generated_row(rows[i], out, k, num_generations, step, sample_params)
+                        )
+                elif attempt + 1 < attempts:
+                    drops.append(drop(stage, f"{reason}:resampled", rows[i], out.text))
+                    retry.append(i)
+                else:
+                    drops.append(drop(stage, reason, rows[i], out.text))
+            pending = retry
+            if not pending:
+                break
     return {"rows": [r for rows_of_one in per_row for r in rows_of_one], "drops": drops}

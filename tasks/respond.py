@@ -1,8 +1,14 @@
 """Response generation: an answer for every instruction (the last step of SelfInstruct, EvolInstruct
 and Magpie alike). It is basic prompting (`tasks/generate.py`) with `respond.jinja` writing the
-`response` column: a response that is empty, degenerate or a short refusal is dropped with a reason;
-one cut off by the token limit is kept and flagged `response_truncated`; the system prompt it was
-answered under is the row's `system_prompt`."""
+`response` column: a response that is empty, degenerate or a short refusal is sampled again with the
+next seed, then dropped with a reason; one cut off by the token limit is kept and flagged
+`response_truncated`; the system prompt it was answered under is the row's `system_prompt`.
+
+Grounding: a row written from a seed passage can be answered with that passage in the prompt as
+reference material (`respond_grounded.jinja`), so facts in the answer come from the passage instead
+of the model's memory; the row's `instruction` stays the self-contained question, and `grounded`
+records whether its answer saw the passage.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,18 @@ from tasks.rows import Row
 
 STAGE = "respond"
 TEMPLATE = "respond.jinja"
+GROUNDED_TEMPLATE = "respond_grounded.jinja"
 
 
-@technique_task(STAGE, templates=lambda inputs: [inputs["template"]], uses=[generate])
+def response_template(grounded: bool, template: str = TEMPLATE) -> str:
+    return GROUNDED_TEMPLATE if grounded else template
+
+
+@technique_task(
+    STAGE,
+    templates=lambda inputs: [response_template(inputs.get("grounded", False), inputs["template"])],
+    uses=[generate],
+)
 def generate_responses(
     rows: list[Row],
     batch_index: str,
@@ -24,12 +39,16 @@ def generate_responses(
     params: GenerationParams,
     template: str = TEMPLATE,
     system_prompt: str | None = None,
+    grounded: bool = False,
 ) -> dict:
-    """A `response` for every row; rows without a usable one are returned as drop records."""
-    return generate.generate_text.fn(
+    """A `response` for every row; rows without a usable one are returned as drop records.
+    `grounded` answers each row with its `context` passage as reference material."""
+    if grounded and (missing := [r.get("id") for r in rows if not r.get("context")]):
+        raise ValueError(f"grounded responses need each row's `context`; rows {missing[:3]} have none.")
+    result = generate.generate_text.fn(
         rows,
         batch_index,
-        template=template,
+        template=response_template(grounded, template),
         output_column="response",
         model=model,
         backend=backend,
@@ -37,3 +56,4 @@ def generate_responses(
         system_prompt=system_prompt,
         stage=STAGE,
     )
+    return {**result, "rows": [{**row, "grounded": grounded} for row in result["rows"]]}

@@ -2,7 +2,11 @@
 
 `build_messages` renders the prompt for one seed, `parse_instructions` turns the model's text into
 clean queries (numbering and bullets stripped, headers, echoes, degenerate and duplicate lines
-dropped with a reason, the count capped), and `generate_instructions` joins them over a batch.
+dropped with a reason, the count capped). A query that needs the passage to be understood ("How
+does it work?", "What is the purpose of the vaccine?") is dropped as `needs_context`, not
+rewritten: the row keeps the instruction without its passage, and a rewrite by the same small
+model would guess at the subject; the seed is sampled again instead. `generate_instructions` joins
+them over a batch.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from tasks.backends import GenerationParams, Message, get_backend
 from tasks.caching import technique_task
 from tasks.filters import degenerate, echoes, empty, first_reason, normalize, not_a_request, words
 from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
+from tasks.self_contained import needs_context
 
 TEMPLATE = "self_instruct.jinja"
 STAGE = "self_instruct"
@@ -59,7 +64,7 @@ def _unusable(line: str, context: str) -> str | None:
         return "too_short"
     if len(words(line)) >= 8 and normalize(line) in normalize(context):
         return "copied_context"
-    return not_a_request(line)
+    return not_a_request(line) or needs_context(line)
 
 
 def parse_instructions(

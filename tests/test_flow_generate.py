@@ -83,7 +83,8 @@ def test_bad_messages_are_dropped_with_reasons(tmp_path, fake):
     summary = generate(
         **FAKE, instruction=ASKS, prompt_template="Ask {{ seed_instruction }}", output_dir=tmp_path / "out"
     )
-    assert summary["drops"] == {"write_prompt:not_a_request": 1}
+    # The statement is drawn three times (the fake repeats itself), then given up.
+    assert summary["drops"] == {"write_prompt:not_a_request": 1, "write_prompt:not_a_request:resampled": 2}
     assert [r["instruction"] for r in read_rows(tmp_path / "out")] == ["How do I name a cat?"]
 
 

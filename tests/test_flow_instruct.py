@@ -156,7 +156,7 @@ def test_near_duplicate_instructions_across_seeds_are_dropped(tmp_path, fake):
         return "An answer about tides."
 
     fake.responder = similar
-    summary = instruct(**{**SMALL, "num_evolutions": 0}, output_dir=tmp_path / "out")
+    summary = instruct(**{**SMALL, "num_evolutions": 0}, max_rounds=1, output_dir=tmp_path / "out")
     assert summary["rows"] == 1
     assert summary["drops"]["deduplicate:near_duplicate"] == 1  # 'every' vs 'each': ROUGE-L 0.92
     assert summary["drops"]["deduplicate:duplicate"] == 4

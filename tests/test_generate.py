@@ -147,17 +147,37 @@ def test_bad_replies_are_drops_with_reasons(fake):
     rows = [{"id": t, "topic": t} for t in replies]
     out = run(rows, template="{{ topic }}", output_column="text", keep_truncated=False)
     assert out["rows"] == []
-    assert {(d["row_id"], d["reason"]) for d in out["drops"]} == {
+    final = [d for d in out["drops"] if not d["reason"].endswith(":resampled")]
+    assert {(d["row_id"], d["reason"]) for d in final} == {
         ("tides", "refusal"),
         ("bees", "degenerate"),
         ("moss", "degenerate"),
     }
+    # Each row was drawn three times (two draws sampled again) before it was given up.
+    assert len(out["drops"]) == 3 * len(rows)
     long_answer = " ".join(f"moss{i}" for i in range(70))  # past max_new_tokens=64
     fake.responder = lambda prompt, params: long_answer
     out = run(rows[2:], template="{{ topic }}", output_column="text", keep_truncated=False)
-    assert [d["reason"] for d in out["drops"]] == ["truncated"]
+    assert [d["reason"] for d in out["drops"]] == ["truncated:resampled"] * 2 + ["truncated"]
     kept = run(rows[2:], template="{{ topic }}", output_column="text")
     assert kept["rows"][0]["text_truncated"] is True
+
+
+def test_a_dropped_reply_is_sampled_again_with_another_seed(fake):
+    fake.responder = lambda prompt, params: (
+        "I'm sorry, I can't." if params.seed == 0 else "Tides follow the Moon."
+    )
+    out = run([{"id": "tides", "topic": "tides"}], template="{{ topic }}", output_column="text")
+    assert [r["text"] for r in out["rows"]] == ["Tides follow the Moon."]
+    assert [(d["reason"], d["text"]) for d in out["drops"]] == [("refusal:resampled", "I'm sorry, I can't.")]
+    assert [params.seed for _, params in fake.calls] == [7, 8]
+
+
+def test_a_greedy_reply_is_not_drawn_again(fake):
+    fake.responder = lambda prompt, params: "I'm sorry, I can't."
+    rows = [{"id": "tides", "topic": "tides"}]
+    out = run(rows, template="{{ topic }}", output_column="text", params=GenerationParams(temperature=0))
+    assert [d["reason"] for d in out["drops"]] == ["refusal"] and len(fake.calls) == 1
 
 
 def test_a_prompt_too_long_for_the_model_is_a_drop(fake, monkeypatch):
