@@ -165,7 +165,7 @@ def test_bad_replies_are_drops_with_reasons(fake):
 
 def test_a_dropped_reply_is_sampled_again_with_another_seed(fake):
     fake.responder = lambda prompt, params: (
-        "I'm sorry, I can't." if params.seed == 0 else "Tides follow the Moon."
+        "I'm sorry, I can't." if params.seed == 7 else "Tides follow the Moon."
     )
     out = run([{"id": "tides", "topic": "tides"}], template="{{ topic }}", output_column="text")
     assert [r["text"] for r in out["rows"]] == ["Tides follow the Moon."]
