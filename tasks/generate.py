@@ -94,6 +94,7 @@ def generate_text(
     stage: str | None = None,
     checks: tuple[str, ...] = DEFAULT_CHECKS,
     keep_truncated: bool = True,
+    prompt_overrides: dict[str, str] | None = None,
 ) -> dict:
     """`num_generations` rows per input row, each with the model's reply to `template` in
     `output_column` (and `<output_column>_truncated`, `system_prompt`); a reply that fails a check

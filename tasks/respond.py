@@ -24,6 +24,7 @@ def generate_responses(
     params: GenerationParams,
     template: str = TEMPLATE,
     system_prompt: str | None = None,
+    prompt_overrides: dict[str, str] | None = None,
 ) -> dict:
     """A `response` for every row; rows without a usable one are returned as drop records."""
     return generate.generate_text.fn(
@@ -36,4 +37,5 @@ def generate_responses(
         params=params,
         system_prompt=system_prompt,
         stage=STAGE,
+        prompt_overrides=prompt_overrides,
     )
