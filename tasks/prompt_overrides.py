@@ -58,7 +58,7 @@ def load_overrides(directory: str | Path | None) -> dict[str, str]:
         )
     files = sorted(p for p in root.rglob("*.jinja") if p.is_file())
     if not files:
-        raise PromptsError(f"--prompts {root} holds no .jinja templates. Put the templates to override there.")
+        raise PromptsError(f"--prompts {root} holds no .jinja templates. Put the ones to override there.")
     overrides = {}
     for path in files:
         name = path.relative_to(root).as_posix()
@@ -134,5 +134,6 @@ def overrides_markdown(summary: dict[str, Any]) -> str:
         "Prompt templates replaced for this run (`--prompts`), so the data can be reproduced:",
     ]
     for name, info in described.items():
-        parts.append(f"\n`{name}` (sha256 `{info['sha256'][:12]}`):\n\n```jinja\n{info['text'].rstrip()}\n```")
+        text = info["text"].rstrip()
+        parts.append(f"\n`{name}` (sha256 `{info['sha256'][:12]}`):\n\n```jinja\n{text}\n```")
     return "\n".join(parts)
