@@ -95,8 +95,10 @@ def compare_markdown(a: str | Path, b: str | Path) -> str:
     for name in sorted(first.keys() | second.keys(), key=_order(first, second)):
         section = SECTIONS.get(name.split(".")[0], "other")
         va, vb = first.get(name), second.get(name)
-        shown = name.split(".", 1)[1] if "." in name else name
-        by_section.setdefault(section, []).append(f"| {shown} | {_cell(va)} | {_cell(vb)} | {_change(va, vb)} |")
+        shown = name.split(".", 1)[1] if section != "counts" and "." in name else name
+        by_section.setdefault(section, []).append(
+            f"| {shown} | {_cell(va)} | {_cell(vb)} | {_change(va, vb)} |"
+        )
     for section in dict.fromkeys([*SECTIONS.values(), "other"]):
         if section in by_section:
             lines.append(f"\n## {section}\n\n| metric | A | B | B - A |\n|---|---|---|---|")
