@@ -155,7 +155,17 @@ def generate(
         **common,
     )
     final = ledger.rows(answered, "respond")
-    return publish("generate", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned)
+    return publish(
+        "generate",
+        final,
+        ledger,
+        len(seed_rows),
+        output_dir,
+        push_to_hub,
+        private,
+        versioned,
+        prompt_overrides=overrides,
+    )
 
 
 if __name__ == "__main__":

@@ -178,7 +178,17 @@ def instruct(
             final, "instruction", near_duplicate_threshold, progress=advance
         )
     ledger.drops += duplicates + near_duplicates
-    return publish("instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned)
+    return publish(
+        "instruct",
+        final,
+        ledger,
+        len(seed_rows),
+        output_dir,
+        push_to_hub,
+        private,
+        versioned,
+        prompt_overrides=overrides,
+    )
 
 
 if __name__ == "__main__":

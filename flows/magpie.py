@@ -110,7 +110,8 @@ def magpie(
     template = check_inputs(
         model, backend, output_dir, n_turns, only_instruction, spec, chat_template, versioned, push_to_hub
     )
-    with overriding(load_overrides(prompts)):  # the multi-turn system prompt is a template
+    overrides = load_overrides(prompts)  # templates that shadow the shipped ones
+    with overriding(overrides):  # the multi-turn system prompt is one
         rows = magpie_rows(num_rows, spec, seed, n_turns)
     opening = {r["system_prompt"]: pre_query_template(template, r["system_prompt"]) for r in rows}
     for query in opening.values():
@@ -151,6 +152,7 @@ def magpie(
         private,
         versioned,
         {"pre_query": pre_query},
+        prompt_overrides=overrides,
     )
 
 

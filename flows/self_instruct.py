@@ -166,7 +166,16 @@ def self_instruct(
     final = ledger.rows(answered, "respond")
     extra = {"rounds": rounds}
     return publish(
-        "self_instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned, extra
+        "self_instruct",
+        final,
+        ledger,
+        len(seed_rows),
+        output_dir,
+        push_to_hub,
+        private,
+        versioned,
+        extra,
+        prompt_overrides=overrides,
     )
 
 

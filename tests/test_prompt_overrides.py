@@ -3,6 +3,7 @@ they reach the model in every flow and on Dask workers, key the cache of exactly
 render them, and are recorded in each row's provenance, the summary and the card."""
 
 import json
+import re
 
 import pytest
 from jinja2 import meta
@@ -54,6 +55,16 @@ def test_the_variable_table_names_every_shipped_template_and_what_it_uses():
     for name in prompts.shipped():
         text = (prompts.PROMPTS_DIR / name).read_text()
         assert meta.find_undeclared_variables(env.parse(text)) <= VARIABLES[name], name
+
+
+def test_the_prompts_readme_lists_the_same_variables():
+    table = {}
+    for line in (prompts.PROMPTS_DIR / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| `") and cells[0].endswith(".jinja`"):
+            variables = cells[2].split("(")[0]  # "`instructions` (the in-context examples)"
+            table[cells[0].strip("`")] = frozenset(re.findall(r"`(\w+)`", variables))
+    assert table == VARIABLES
 
 
 BAD = {
