@@ -162,6 +162,15 @@ def test_the_cache_key_changes_for_overridden_templates_only():
     assert key("evol_instruct/breadth.jinja", base) == key("evol_instruct/breadth.jinja", None)
 
 
+def test_notebook_calls_render_with_the_overrides_around_them(tmp_path, fake):
+    from tasks import notebook
+
+    with prompts.overriding(load_overrides(prompt_dir(tmp_path, respond_jinja=BRIEF))):
+        rows, _ = notebook.respond([{"instruction": "Why is the sea salty?"}], model="fake", backend="fake")
+    assert sent(fake) == ["<user>Answer in one short paragraph.\n\nWhy is the sea salty?"]
+    assert rows[0]["templates"][-1].startswith("respond.jinja@override:")
+
+
 # --- bad input on the command line --------------------------------------------------------------
 
 FLOWS = {
