@@ -3,9 +3,10 @@
     python -m tasks.compare output/before output/after [--output compare.md]
 
 Reads each dataset directory's `summary.json` (counts, drops by stage and reason, failures, the
-quality metrics, the prompt overrides) and `data.jsonl` (the share of each `*_truncated` column
-that is true), and prints one markdown table: each metric for run A, run B and the change B - A.
-Whatever numbers a flow adds to its summary are compared too, so the table follows the report.
+quality metrics, the prompt overrides, the flow parameters) and `data.jsonl` (the share of each
+`*_truncated` column that is true), and prints markdown tables: each metric for run A, run B and
+the change B - A (of the parameters, only those that differ). Whatever numbers a flow adds to its
+summary are compared too, so the table follows the report.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SECTIONS = {
     "truncated": "hit the token limit (share of rows)",
     "quality": "quality",
     "prompt_overrides": "prompt templates replaced (sha256)",
+    "parameters": "flow parameters that differ",
 }
 # Summary keys that say where a run went, not what it made.
 SKIP = frozenset({"output_dir", "hub_commit", "hub_url", "pre_query", "rounds"})
@@ -54,18 +56,31 @@ def metrics(directory: str | Path) -> dict[str, Any]:
     """Every comparable figure of one run's dataset directory, by dotted name."""
     directory = Path(directory)
     if not (directory / "summary.json").is_file():
-        raise ValueError(
-            f"{directory} is not a dataset directory written by instructforge (no summary.json). "
-            "Pass the --output-dir of a finished run."
-        )
+        raise ValueError(_missing(directory))
     summary = json.loads((directory / "summary.json").read_text(encoding="utf-8"))
     overrides = summary.pop("prompt_overrides", None) or {}
+    parameters = summary.pop("parameters", None) or {}
     summary = {k: v for k, v in summary.items() if k not in SKIP}
     found = _flatten(summary, "")
     found |= {f"prompt_overrides.{name}": info["sha256"][:12] for name, info in overrides.items()}
+    found |= {f"parameters.{name}": _scalar(value) for name, value in parameters.items()}
     if (directory / "data.jsonl").is_file():
         found |= _truncation(directory)
     return found
+
+
+def _scalar(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
+def _missing(directory: Path) -> str:
+    versions = sorted(p.parent.name for p in directory.glob("*/summary.json"))
+    if versions:  # the parent of --versioned runs
+        return f"{directory} holds dated versions; pass one of them, e.g. {directory / versions[-1]}."
+    return (
+        f"{directory} is not a dataset directory written by instructforge (no summary.json). "
+        "Pass the --output-dir of a finished run."
+    )
 
 
 def _cell(value: Any) -> str:
@@ -95,6 +110,8 @@ def compare_markdown(a: str | Path, b: str | Path) -> str:
     for name in sorted(first.keys() | second.keys(), key=_order(first, second)):
         section = SECTIONS.get(name.split(".")[0], "other")
         va, vb = first.get(name), second.get(name)
+        if section == SECTIONS["parameters"] and va == vb:
+            continue
         shown = name.split(".", 1)[1] if section != "counts" and "." in name else name
         by_section.setdefault(section, []).append(
             f"| {shown} | {_cell(va)} | {_cell(vb)} | {_change(va, vb)} |"

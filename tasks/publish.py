@@ -3,6 +3,7 @@ in the Prefect UI, and optionally push to the Hub."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ def publish(
     parameters = dict(flow_run.parameters or {})
     summary = {**summarize(rows, ledger, seeds), "quality": quality_metrics(rows), **(extra or {})}
     summary["prompt_overrides"] = describe(prompt_overrides or {})
+    summary["parameters"] = json.loads(json.dumps(parameters, default=str))  # for tasks.compare
     target = versioned_dir(output_dir) if versioned else Path(output_dir)
     card = render_card(flow, parameters, summary, rows)
     logger.info("Saving %d rows to %s", len(rows), target)

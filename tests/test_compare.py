@@ -85,6 +85,15 @@ def test_a_directory_that_is_no_run_is_one_clear_line(tmp_path, capsys):
         main([str(a), str(tmp_path / "nope")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "no summary.json" in err and err.count("\n") == 1
+    (tmp_path / "versions").mkdir()
+    for version in ("2026-01-01T000000Z", "2026-02-01T000000Z"):
+        run_dir(tmp_path / "versions", version, summary(1, {}, 3, 0.0), [])
+    with pytest.raises(SystemExit):
+        main([str(a), str(tmp_path / "versions")])
+    assert (
+        "pass one of them, e.g. " + str(tmp_path / "versions" / "2026-02-01T000000Z")
+        in capsys.readouterr().err
+    )
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -107,3 +116,5 @@ def test_compare_a_run_with_its_prompt_override(tmp_path, fake):
     assert table["response_words.mean"][:2] == [f"{a:g}", f"{b:g}"]
     assert table["rows"][:2] == [str(first["rows"]), str(second["rows"])]
     assert table["respond.jinja"][0] == "-" and table["respond.jinja"][2] == "changed"
+    assert table["prompts"] == ["-", str(tmp_path / "p"), "changed"]  # the parameters that differ
+    assert "num_instructions" not in table and "| temperature |" not in result.stdout
