@@ -81,6 +81,7 @@ def with_prompt_overrides(fn: Callable) -> Callable:
         with prompts.overriding(given):
             return fn(*args, **kwargs)
 
+    run.__prefect_task_source__ = fn  # Prefect's task key and source: the technique's, not this wrapper's
     return run
 
 
