@@ -99,7 +99,7 @@ def generate(
         model: Model id: the embedded default, a local model directory, or a Hub id.
         backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
         prompts: A directory of .jinja templates that replace the shipped ones of the same name
-            (e.g. respond.jinja, evol_instruct/deepening.jinja): try a prompt without editing prompts/.
+            (here generate/write_prompt.jinja, respond.jinja): try a prompt without editing prompts/.
         temperature: Sampling temperature for writing the user messages.
         response_temperature: Sampling temperature for responses (0 is greedy).
         max_new_tokens: Longest response, in tokens.

@@ -111,7 +111,7 @@ def magpie(
         model, backend, output_dir, n_turns, only_instruction, spec, chat_template, versioned, push_to_hub
     )
     overrides = load_overrides(prompts)  # templates that shadow the shipped ones
-    with overriding(overrides):  # the multi-turn system prompt is one
+    with overriding(overrides):  # the multi-turn system prompt is a template too
         rows = magpie_rows(num_rows, spec, seed, n_turns)
     opening = {r["system_prompt"]: pre_query_template(template, r["system_prompt"]) for r in rows}
     for query in opening.values():

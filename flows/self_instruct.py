@@ -89,7 +89,7 @@ def self_instruct(
         model: Model id: the embedded default, a local model directory, or a Hub id.
         backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
         prompts: A directory of .jinja templates that replace the shipped ones of the same name
-            (e.g. respond.jinja, evol_instruct/deepening.jinja): try a prompt without editing prompts/.
+            (here self_instruct/bootstrap.jinja, respond.jinja): try a prompt without editing prompts/.
         temperature: Sampling temperature for writing instructions.
         max_instruction_tokens: Most tokens generated per bootstrap prompt.
         response_temperature: Sampling temperature for responses (0 is greedy).
