@@ -5,7 +5,8 @@ file identical to the shipped one is no override.
 
 Checked before any model call, each failure one line that names the file and the fix: a name that
 matches no shipped template (a typo would otherwise be ignored silently), invalid Jinja, a variable
-the technique does not pass (`VARIABLES`), or a template that fails a trial render. The texts then
+the technique does not pass (`VARIABLES`), a variable it passes that the template never uses (its
+parameter or its row would be ignored), or a template that fails a trial render. The texts then
 travel to every task as its `prompt_overrides` input (`tasks/prompts.py`), key the cache through
 the templates each task renders, and are recorded in the summary and the dataset card.
 """
@@ -22,7 +23,8 @@ from jinja2 import TemplateError, TemplateNotFound, meta
 from tasks import prompts
 
 _IN_DEPTH = ("_in_depth", "constraints", "deepening", "concretizing", "reasoning", "complicate_input")
-# The variables each technique passes when it renders a shipped template: all an override may use.
+# The variables each technique passes when it renders a shipped template: all an override may use,
+# and all it must use (itself or through the template it extends).
 VARIABLES: dict[str, frozenset[str]] = {
     "self_instruct.jinja": frozenset({"context", "num_instructions"}),
     "self_instruct/bootstrap.jinja": frozenset({"instructions"}),
@@ -66,6 +68,7 @@ def load_overrides(directory: str | Path | None) -> dict[str, str]:
         _check(root, name, text)
         if text != (prompts.PROMPTS_DIR / name).read_text(encoding="utf-8"):
             overrides[name] = text
+    _check_all_used(root, overrides)
     _trial_render(root, overrides)
     return overrides
 
@@ -100,6 +103,30 @@ def _check(root: Path, name: str, text: str) -> None:
             f"--prompts {root}: {name} uses {', '.join(unknown)}, which its technique does not pass "
             f"(variables given to {name}: {given}). Use only those."
         )
+
+
+def _uses(env: Any, name: str) -> set[str]:
+    """The variables `name` uses, with those of the templates it extends or includes."""
+    ast = env.parse(env.loader.get_source(env, name)[0])
+    found = set(meta.find_undeclared_variables(ast))
+    for parent in meta.find_referenced_templates(ast):
+        found |= _uses(env, parent) if parent else set()
+    return found
+
+
+def _check_all_used(root: Path, overrides: dict[str, str]) -> None:
+    env = prompts.environment(tuple(sorted(overrides.items())))
+    for name in sorted(VARIABLES, key=lambda n: n not in overrides):  # the user's own files first
+        try:
+            missing = sorted(VARIABLES[name] - _uses(env, name))
+        except TemplateNotFound:
+            continue  # reported by the trial render, with its name
+        if missing:
+            wanted = " ".join("{{ " + v + " }}" for v in missing)
+            raise PromptsError(
+                f"--prompts {root}: {name} never uses {', '.join(missing)}, which its technique passes "
+                f"(so the prompt would ignore it). Add {wanted}."
+            )
 
 
 def _trial_render(root: Path, overrides: dict[str, str]) -> None:

@@ -20,7 +20,7 @@ from tasks import prompts
 from tasks.backends.fake import prompt_text
 from tasks.caching import batch_key
 from tasks.cli import main
-from tasks.prompt_overrides import VARIABLES, PromptsError, load_overrides
+from tasks.prompt_overrides import VARIABLES, PromptsError, _uses, load_overrides
 from tasks.runners import with_task_runner
 
 SMALL = {"backend": "fake", "model": "fake", "num_instructions": 3, "num_evolutions": 1}
@@ -55,6 +55,7 @@ def test_the_variable_table_names_every_shipped_template_and_what_it_uses():
     for name in prompts.shipped():
         text = (prompts.PROMPTS_DIR / name).read_text()
         assert meta.find_undeclared_variables(env.parse(text)) <= VARIABLES[name], name
+        assert _uses(env, name) == VARIABLES[name], name  # itself or through the base it extends
 
 
 def test_the_prompts_readme_lists_the_same_variables():
@@ -79,6 +80,15 @@ BAD = {
             "{% block method %}{{ topic }}{% endblock %}"
         },
         "evol_instruct/deepening.jinja uses topic",
+    ),
+    "a passed variable never used": (
+        {"respond_jinja": "Answer the question."},
+        "respond.jinja never uses instruction, which its technique passes (so the prompt would ignore "
+        "it). Add {{ instruction }}",
+    ),
+    "a base that drops the variable": (
+        {"evol_instruct___in_depth_jinja": "Rewrite it harder. {% block method %}{% endblock %}"},
+        "evol_instruct/_in_depth.jinja never uses instruction",
     ),
     "a name that matches no template": (
         {"respnd_jinja": "{{ instruction }}"},
