@@ -18,7 +18,8 @@ from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
 from tasks.generate import check_step, generate_text
-from tasks.prompts import render_template
+from tasks.prompt_overrides import load_overrides
+from tasks.prompts import overriding, render_template
 from tasks.publish import check_destination, publish
 from tasks.rows import drop_duplicates
 from tasks.seeds import load_texts
@@ -40,6 +41,7 @@ def check_inputs(
     output_dir: Path,
     versioned: bool = False,
     push_to_hub: str | None = None,
+    prompts: Path | None = None,
 ) -> list[dict]:
     """Everything a user can get wrong, checked before any model call; returns the input rows."""
     check_destination(output_dir, versioned, push_to_hub)
@@ -47,11 +49,12 @@ def check_inputs(
         raise ValueError("--num-generations above 1 needs a --temperature above 0 (greedy samples repeat).")
     source = rows or (None if instruction else DEFAULT_ROWS)
     seed_rows = load_texts(source, column, name="seed_instruction", texts=instruction)
-    check_step(prompt_template, "instruction", num_generations, ())
-    check_step(response_template, "response", 1, ())
-    # Render both steps for the first row, so a template that needs a missing column fails now.
-    render_template(prompt_template, **seed_rows[0])
-    render_template(response_template, **seed_rows[0], instruction="(the written message)")
+    with overriding(load_overrides(prompts)):
+        check_step(prompt_template, "instruction", num_generations, ())
+        check_step(response_template, "response", 1, ())
+        # Render both steps for the first row, so a template that needs a missing column fails now.
+        render_template(prompt_template, **seed_rows[0])
+        render_template(response_template, **seed_rows[0], instruction="(the written message)")
     get_backend(backend, model)  # loads the model once per process; a bad id fails here
     return seed_rows
 
@@ -70,6 +73,7 @@ def generate(
     num_generations: Positive = 1,
     model: str = EMBEDDED_MODEL,
     backend: BackendId = "transformers",
+    prompts: Path | None = None,
     temperature: Annotated[float, Field(ge=0)] = 0.7,
     response_temperature: Annotated[float, Field(ge=0)] = 0.3,
     max_new_tokens: Positive = 256,
@@ -94,6 +98,8 @@ def generate(
         num_generations: User messages to write per input row (sample k uses seed + k).
         model: Model id: the embedded default, a local model directory, or a Hub id.
         backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
+        prompts: A directory of .jinja templates that replace the shipped ones of the same name
+            (here generate/write_prompt.jinja, respond.jinja): try a prompt without editing prompts/.
         temperature: Sampling temperature for writing the user messages.
         response_temperature: Sampling temperature for responses (0 is greedy).
         max_new_tokens: Longest response, in tokens.
@@ -107,8 +113,9 @@ def generate(
     """
     logger = get_run_logger()
     args = (rows, instruction, column, prompt_template, response_template, num_generations, temperature)
-    seed_rows = check_inputs(*args, model, backend, output_dir, versioned, push_to_hub)
-    common = {"model": model, "backend": backend}
+    seed_rows = check_inputs(*args, model, backend, output_dir, versioned, push_to_hub, prompts)
+    overrides = load_overrides(prompts)  # templates that shadow the shipped ones
+    common = {"model": model, "backend": backend, "prompt_overrides": overrides}
     # A user's message is a sentence or two; one still going after 96 tokens has started answering.
     prompt_params = GenerationParams(max_new_tokens=96, temperature=temperature, seed=seed)
     response_params = GenerationParams(
@@ -148,7 +155,17 @@ def generate(
         **common,
     )
     final = ledger.rows(answered, "respond")
-    return publish("generate", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned)
+    return publish(
+        "generate",
+        final,
+        ledger,
+        len(seed_rows),
+        output_dir,
+        push_to_hub,
+        private,
+        versioned,
+        prompt_overrides=overrides,
+    )
 
 
 if __name__ == "__main__":

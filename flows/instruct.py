@@ -20,6 +20,7 @@ from tasks.batching import Ledger, map_batches
 from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
 from tasks.near_duplicates import EXACT_UP_TO, drop_near_duplicates
 from tasks.progress import stage_progress
+from tasks.prompt_overrides import load_overrides
 from tasks.publish import check_destination, publish
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop_duplicates, in_order
@@ -39,10 +40,12 @@ def check_inputs(
     output_dir: Path,
     versioned: bool = False,
     push_to_hub: str | None = None,
+    prompts: Path | None = None,
 ) -> list[dict]:
     """Everything a user can get wrong, checked before any model call; returns the seed rows."""
     check_destination(output_dir, versioned, push_to_hub)
     seed_rows = load_seeds(seeds, seed_column)
+    load_overrides(prompts)
     get_backend(backend, model)  # loads the model once per process; a bad id fails here
     return seed_rows
 
@@ -60,6 +63,7 @@ def instruct(
     mutations: tuple[Mutation, ...] = MUTATIONS,
     model: str = EMBEDDED_MODEL,
     backend: BackendId = "transformers",
+    prompts: Path | None = None,
     temperature: Annotated[float, Field(ge=0)] = 0.7,
     response_temperature: Annotated[float, Field(ge=0)] = 0.3,
     max_new_tokens: Positive = 256,
@@ -87,6 +91,8 @@ def instruct(
             openai backend, the served model name or `http://host:port/v1#name`.
         backend: `transformers` runs the model locally; `openai` calls an OpenAI-compatible
             server (vLLM, TGI, llama.cpp, Ollama); `fake` is a deterministic stand-in.
+        prompts: A directory of .jinja templates that replace the shipped ones of the same name
+            (e.g. respond.jinja, evol_instruct/deepening.jinja): try a prompt without editing prompts/.
         temperature: Sampling temperature for writing and evolving instructions.
         response_temperature: Sampling temperature for responses (0 is greedy).
         max_new_tokens: Longest response, in tokens.
@@ -106,7 +112,8 @@ def instruct(
     """
     logger = get_run_logger()
     seed_rows = check_inputs(seeds, seed_column, model, backend, output_dir, versioned, push_to_hub)
-    common = {"model": model, "backend": backend}
+    overrides = load_overrides(prompts)  # templates that shadow the shipped ones
+    common = {"model": model, "backend": backend, "prompt_overrides": overrides}
     instruction_params = GenerationParams(max_new_tokens=256, temperature=temperature, seed=seed)
     # A rewrite adds 10-20 words; one still going after 160 tokens is answering, not rewriting.
     evolution_params = instruction_params.model_copy(update={"max_new_tokens": 160})
@@ -178,7 +185,16 @@ def instruct(
         logger.warning(shortfall_message(len(final), target, rounds_run, ledger.drops))
     extra = {"target_rows": target, "rounds": rounds_run}
     return publish(
-        "instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned, extra
+        "instruct",
+        final,
+        ledger,
+        len(seed_rows),
+        output_dir,
+        push_to_hub,
+        private,
+        versioned,
+        extra,
+        prompt_overrides=overrides,
     )
 
 

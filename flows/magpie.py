@@ -20,6 +20,8 @@ from tasks.batching import Ledger, map_batches
 from tasks.chat_templates import ChatTemplate, chat_template_for
 from tasks.magpie import generate_conversations, pre_query_template
 from tasks.magpie_rows import drop_duplicates, magpie_rows, options, parse_spec
+from tasks.prompt_overrides import load_overrides
+from tasks.prompts import overriding
 from tasks.publish import check_destination, publish
 
 Positive = Annotated[int, Field(gt=0)]
@@ -36,9 +38,11 @@ def check_inputs(
     chat_template: str | None = None,
     versioned: bool = False,
     push_to_hub: str | None = None,
+    prompts: Path | None = None,
 ) -> ChatTemplate:
     """Everything a user can get wrong, checked before any model call; returns the chat template."""
     check_destination(output_dir, versioned, push_to_hub)
+    load_overrides(prompts)
     if only_instruction and n_turns > 1:
         raise ValueError("--only-instruction writes one instruction per row; drop it or --n-turns.")
     options(system_prompt)  # a malformed list or mapping fails here
@@ -62,6 +66,7 @@ def magpie(
     chat_template: str | None = None,
     model: str = EMBEDDED_MODEL,
     backend: BackendId = "transformers",
+    prompts: Path | None = None,
     temperature: Annotated[float, Field(ge=0)] = 1.0,
     response_temperature: Annotated[float, Field(ge=0)] = 0.0,
     max_instruction_tokens: Positive = 128,
@@ -87,6 +92,8 @@ def magpie(
         chat_template: A Jinja chat template (text or .jinja file) to use instead of the model's.
         model: Model id: the embedded default, a local model directory, or a Hub id.
         backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
+        prompts: A directory of .jinja templates that replace the shipped ones of the same name
+            (here magpie/multi_turn_system.jinja): try a prompt without editing prompts/.
         temperature: Sampling temperature of the user turns (the paper samples at 1.0).
         response_temperature: Sampling temperature of the responses (0 is greedy, as in the paper).
         max_instruction_tokens: Longest user turn; one that runs longer is dropped.
@@ -103,7 +110,9 @@ def magpie(
     template = check_inputs(
         model, backend, output_dir, n_turns, only_instruction, spec, chat_template, versioned, push_to_hub
     )
-    rows = magpie_rows(num_rows, spec, seed, n_turns)
+    overrides = load_overrides(prompts)  # templates that shadow the shipped ones
+    with overriding(overrides):  # the multi-turn system prompt is a template too
+        rows = magpie_rows(num_rows, spec, seed, n_turns)
     opening = {r["system_prompt"]: pre_query_template(template, r["system_prompt"]) for r in rows}
     for query in opening.values():
         logger.info("Pre-query prompt %r, user turn stops at %s", query.prompt, list(query.stop))
@@ -143,6 +152,7 @@ def magpie(
         private,
         versioned,
         {"pre_query": pre_query},
+        prompt_overrides=overrides,
     )
 
 

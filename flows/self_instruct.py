@@ -18,6 +18,7 @@ from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
 from tasks.progress import stage_progress
+from tasks.prompt_overrides import load_overrides
 from tasks.publish import check_destination, publish
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop
@@ -34,10 +35,12 @@ def check_inputs(
     output_dir: Path,
     versioned: bool = False,
     push_to_hub: str | None = None,
+    prompts: Path | None = None,
 ) -> list[Row]:
     """Everything a user can get wrong, checked before any model call; returns the seed tasks."""
     check_destination(output_dir, versioned, push_to_hub)
     seed_rows = load_seed_tasks(seed_tasks)
+    load_overrides(prompts)
     get_backend(backend, model)  # loads the model once per process; a bad id fails here
     return seed_rows
 
@@ -57,6 +60,7 @@ def self_instruct(
     similarity_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7,
     model: str = EMBEDDED_MODEL,
     backend: BackendId = "transformers",
+    prompts: Path | None = None,
     temperature: Annotated[float, Field(ge=0)] = 0.7,
     max_instruction_tokens: Positive = 256,
     response_temperature: Annotated[float, Field(ge=0)] = 0.3,
@@ -84,6 +88,8 @@ def self_instruct(
             in the pool is below this (the paper uses 0.7).
         model: Model id: the embedded default, a local model directory, or a Hub id.
         backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
+        prompts: A directory of .jinja templates that replace the shipped ones of the same name
+            (here self_instruct/bootstrap.jinja, respond.jinja): try a prompt without editing prompts/.
         temperature: Sampling temperature for writing instructions.
         max_instruction_tokens: Most tokens generated per bootstrap prompt.
         response_temperature: Sampling temperature for responses (0 is greedy).
@@ -98,7 +104,8 @@ def self_instruct(
     """
     logger = get_run_logger()
     seed_rows = check_inputs(seed_tasks, model, backend, output_dir, versioned, push_to_hub)
-    common = {"model": model, "backend": backend}
+    overrides = load_overrides(prompts)  # templates that shadow the shipped ones
+    common = {"model": model, "backend": backend, "prompt_overrides": overrides}
     # The paper stops each completion at a blank line: the numbered list is over.
     bootstrap_params = GenerationParams(
         max_new_tokens=max_instruction_tokens, temperature=temperature, seed=seed, stop=("\n\n",)
@@ -159,7 +166,16 @@ def self_instruct(
     final = ledger.rows(answered, "respond")
     extra = {"rounds": rounds}
     return publish(
-        "self_instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned, extra
+        "self_instruct",
+        final,
+        ledger,
+        len(seed_rows),
+        output_dir,
+        push_to_hub,
+        private,
+        versioned,
+        extra,
+        prompt_overrides=overrides,
     )
 
 

@@ -3,12 +3,14 @@
 Prefect's DEFAULT policy includes the run id, so a rerun after a crash would recompute everything;
 its TASK_SOURCE hashes only the decorated function, not the parser it calls nor the prompt file.
 The key here is the batch's inputs (rows, technique parameters, model and backend ids, generation
-parameters; never the batch's position), the text of the prompt templates it renders, and the
-source of the technique's module and of the shared filters.
+parameters; never the batch's position), the text of the prompt templates it renders (an
+override's text where `--prompts` gave one, so a changed override recomputes only the stages that
+render it), and the source of the technique's module and of the shared filters.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -22,8 +24,9 @@ from pydantic import BaseModel
 
 from tasks import filters, prompts
 
-# Inputs that name where a batch sits in a run, not what it computes.
-NOT_KEYED = frozenset({"batch_index"})
+# Inputs that name where a batch sits in a run, not what it computes; and the prompt overrides,
+# keyed through the text of the templates the batch renders, not as a whole.
+NOT_KEYED = frozenset({"batch_index", "prompt_overrides"})
 
 
 def _plain(value: Any) -> Any:
@@ -37,9 +40,10 @@ def _plain(value: Any) -> Any:
 
 
 def batch_key(inputs: dict[str, Any], templates: list[str], code: list[str]) -> str:
+    overrides = inputs.get("prompt_overrides") or {}
     payload = {
         "inputs": {k: _plain(v) for k, v in sorted(inputs.items()) if k not in NOT_KEYED},
-        "templates": {name: prompts.source(name) for name in sorted(set(templates))},
+        "templates": {name: prompts.source(name, overrides) for name in sorted(set(templates))},
         "code": code,
     }
     blob = json.dumps(payload, sort_keys=True, default=str).encode()
@@ -66,6 +70,21 @@ def transient(task: Any, task_run: Any, state: Any) -> bool:
     return not isinstance(error, (ValueError, TypeError, KeyError, AttributeError, ImportError))
 
 
+def with_prompt_overrides(fn: Callable) -> Callable:
+    """`fn` rendering its prompts with the overrides it is given as `prompt_overrides` (in whatever
+    process runs it), so technique code calls `prompts.render` as if there were none."""
+    signature = inspect.signature(fn)
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        given = signature.bind(*args, **kwargs).arguments.get("prompt_overrides")
+        with prompts.overriding(given):
+            return fn(*args, **kwargs)
+
+    run.__prefect_task_source__ = fn  # Prefect's task key and source: the technique's, not this wrapper's
+    return run
+
+
 def technique_task(
     name: str,
     templates: Callable[[dict[str, Any]], list[str]],
@@ -75,10 +94,11 @@ def technique_task(
     """The decorator every technique task shares: one task run per batch, cached across runs on
     the batch's content, persisted, retried on transient backend errors (which must raise).
     `run_name` names each run: a format string over its parameters or a function (Prefect's
-    `task_run_name`; default `name[batch_index]`)."""
+    `task_run_name`; default `name[batch_index]`). A task that takes `prompt_overrides` renders
+    with them (see `with_prompt_overrides`)."""
     from prefect import task
 
-    return task(
+    decorate = task(
         name=name,
         task_run_name=run_name or name + "[{batch_index}]",
         cache_policy=batch_cache_policy(templates, uses),
@@ -87,3 +107,4 @@ def technique_task(
         retry_delay_seconds=[1, 3],
         retry_condition_fn=transient,
     )
+    return lambda fn: decorate(with_prompt_overrides(fn))

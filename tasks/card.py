@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tasks.prompt_overrides import overrides_markdown
 from tasks.quality import quality_markdown
 
 CITATIONS = """\
@@ -87,6 +88,8 @@ Flow parameters:
 ```
 
 Prompt templates: {", ".join(f"`{t}`" for t in templates) or "none"}.
+
+{overrides_markdown(summary)}
 
 ## Counts
 

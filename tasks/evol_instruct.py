@@ -126,6 +126,7 @@ def evolve_instructions(
     model: str,
     backend: str,
     params: GenerationParams,
+    prompt_overrides: dict[str, str] | None = None,
 ) -> dict:
     """One evolution round over a batch; every row comes back, evolved or with its parent kept."""
     chosen = [choose_mutation(seed, row["id"], round, mutations) for row in rows]

@@ -96,6 +96,7 @@ def generate_text(
     checks: tuple[str, ...] = DEFAULT_CHECKS,
     keep_truncated: bool = True,
     max_attempts: int = 3,
+    prompt_overrides: dict[str, str] | None = None,
 ) -> dict:
     """`num_generations` rows per input row, each with the model's reply to `template` in
     `output_column` (and `<output_column>_truncated`, `system_prompt`); a reply that fails a check

@@ -6,7 +6,9 @@
 Each function calls its technique's plain function (the Prefect task's `.fn`) batch by batch in
 this process: no Prefect server, no cache, no retries; the rows and drop records are the ones the
 flows get. The model defaults to the embedded SmolLM2-135M-Instruct; generation parameters are
-keyword arguments (`temperature=0.2, max_new_tokens=64, seed=1`).
+keyword arguments (`temperature=0.2, max_new_tokens=64, seed=1`). To try your own versions of the
+shipped templates (the flows' `--prompts DIR`), call inside
+`with prompts.overriding(prompt_overrides.load_overrides("my_prompts")):`.
 """
 
 from __future__ import annotations

@@ -5,24 +5,66 @@ A template is either a file under `prompts/` or the template text itself ("inlin
 under prompts/ (it must exist); anything else is inline text. Both render in the same environment:
 missing variables raise (`StrictUndefined`), and the sandbox stops a template, user-supplied or not,
 from reaching Python internals.
+
+Overrides (`--prompts DIR`, checked by `tasks/prompt_overrides.py`) are template texts that shadow
+the shipped files of the same name. Tasks receive them as an input, a plain dict that reaches
+thread and Dask workers alike, and render inside `overriding(...)`; every function here then sees
+them, including a shipped template that extends an overridden one.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, meta
+from jinja2 import (
+    ChoiceLoader,
+    DictLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    meta,
+)
 from jinja2.exceptions import TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 
+Overrides = tuple[tuple[str, str], ...]  # (template name, text that replaces it), sorted by name
+# subtle: a ContextVar, not a global: each Prefect task thread runs in a copy of the context, so one
+# task's overrides never leak into another's, and a Dask worker sees only what its task was given.
+_ACTIVE: ContextVar[Overrides] = ContextVar("prompt_overrides", default=())
+
+
+@contextmanager
+def overriding(overrides: Mapping[str, str] | None) -> Iterator[None]:
+    """Inside the block, `overrides` (template name -> text) shadow the shipped templates; None
+    keeps whatever is active (a task called from another task's body inherits its overrides)."""
+    if overrides is None:
+        yield
+        return
+    token = _ACTIVE.set(tuple(sorted(overrides.items())))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def shipped() -> list[str]:
+    """The names of every template under prompts/, as `render` takes them."""
+    return sorted(p.relative_to(PROMPTS_DIR).as_posix() for p in PROMPTS_DIR.rglob("*.jinja"))
+
 
 @functools.cache
-def environment() -> ImmutableSandboxedEnvironment:
+def environment(overrides: Overrides = ()) -> ImmutableSandboxedEnvironment:
+    loader = FileSystemLoader(PROMPTS_DIR)
     return ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(PROMPTS_DIR),
+        loader=ChoiceLoader([DictLoader(dict(overrides)), loader]) if overrides else loader,
         undefined=StrictUndefined,
         keep_trailing_newline=False,
         autoescape=False,
@@ -45,10 +87,14 @@ def _fill(template: Template, what: str, variables: dict[str, object]) -> str:
         raise ValueError(f"{what} is not allowed by the template sandbox: {err}.") from None
 
 
+def _active() -> ImmutableSandboxedEnvironment:
+    return environment(_ACTIVE.get())
+
+
 def render(name: str, **variables: object) -> str:
-    """Render `prompts/<name>` with `variables`; every variable it uses must be given."""
+    """Render `prompts/<name>` (or its override) with `variables`; every variable it uses must be given."""
     try:
-        template = environment().get_template(name)
+        template = _active().get_template(name)
     except TemplateNotFound:
         raise ValueError(
             f"No prompt template {name!r} in {PROMPTS_DIR}. A value ending in .jinja names a file "
@@ -60,7 +106,7 @@ def render(name: str, **variables: object) -> str:
 def render_string(text: str, **variables: object) -> str:
     """Render the template text `text` (an inline template) exactly as `render` renders a file."""
     try:
-        template = environment().from_string(text)
+        template = _active().from_string(text)
     except TemplateSyntaxError as err:
         raise ValueError(f"Inline prompt template {text!r} is not valid Jinja: {err.message}.") from None
     return _fill(template, f"Inline prompt template {text!r}", variables)
@@ -73,10 +119,15 @@ def render_template(template: str, **variables: object) -> str:
     return render_string(template, **variables)
 
 
-def source(name: str) -> str:
+def source(name: str, overrides: Mapping[str, str] | None = None) -> str:
     """The text of a template (a file name or inline text) and of every template it extends or
-    includes: what a cache key must hash, since editing any of it changes the prompt."""
-    env = environment()
+    includes: what a cache key must hash, since editing any of it changes the prompt. With
+    `overrides` (else the active ones) an overridden template's text replaces the shipped one."""
+    with overriding(overrides):
+        return _source(_active(), name)
+
+
+def _source(env: ImmutableSandboxedEnvironment, name: str) -> str:
     if is_file(name):
         try:
             text, _, _ = env.loader.get_source(env, name)
@@ -85,4 +136,21 @@ def source(name: str) -> str:
     else:
         text = name
     parents = meta.find_referenced_templates(env.parse(text))
-    return text + "".join(source(parent) for parent in sorted(p for p in parents if p))
+    return text + "".join(_source(env, parent) for parent in sorted(p for p in parents if p))
+
+
+@functools.lru_cache(maxsize=1024)
+def _label(name: str, overrides: Overrides) -> str:
+    try:
+        used, original = _source(environment(overrides), name), _source(environment(), name)
+    except ValueError:  # not a template under prompts/ (inline text, a chat template's name)
+        return name
+    if used == original:
+        return name
+    return f"{name}@override:{hashlib.sha256(used.encode()).hexdigest()[:12]}"
+
+
+def label(name: str) -> str:
+    """`name` as a row's provenance records it: with `@override:<hash of the text used>` when an
+    active override changed it (itself or a template it extends)."""
+    return _label(name, _ACTIVE.get()) if _ACTIVE.get() else name

@@ -3,6 +3,7 @@ in the Prefect UI, and optionally push to the Hub."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tasks.card import render_card
 from tasks.dataset import check_output_dir, report_markdown, save_dataset, summarize, versioned_dir
 from tasks.hub import hub_token
 from tasks.hub import push_to_hub as push_task
+from tasks.prompt_overrides import describe
 from tasks.quality import quality_metrics
 
 
@@ -35,13 +37,17 @@ def publish(
     private: bool = True,
     versioned: bool = False,
     extra: dict[str, Any] | None = None,
+    prompt_overrides: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Save `rows` (and what `ledger` set aside) as the run's dataset; returns the summary, with
-    `extra` (flow-specific facts) added to it."""
+    `extra` (flow-specific facts) and the `prompt_overrides` the run rendered with added to it."""
     logger = get_run_logger()
+    parameters = dict(flow_run.parameters or {})
     summary = {**summarize(rows, ledger, seeds), "quality": quality_metrics(rows), **(extra or {})}
+    summary["prompt_overrides"] = describe(prompt_overrides or {})
+    summary["parameters"] = json.loads(json.dumps(parameters, default=str))  # for tasks.compare
     target = versioned_dir(output_dir) if versioned else Path(output_dir)
-    card = render_card(flow, dict(flow_run.parameters or {}), summary, rows)
+    card = render_card(flow, parameters, summary, rows)
     logger.info("Saving %d rows to %s", len(rows), target)
     path = save_dataset(rows, ledger.drops, ledger.failures, summary, target, card)
     publish_report(flow, rows, summary, report_markdown(summary))

@@ -40,6 +40,7 @@ def generate_responses(
     template: str = TEMPLATE,
     system_prompt: str | None = None,
     grounded: bool = False,
+    prompt_overrides: dict[str, str] | None = None,
 ) -> dict:
     """A `response` for every row; rows without a usable one are returned as drop records.
     `grounded` answers each row with its `context` passage as reference material."""
@@ -55,5 +56,6 @@ def generate_responses(
         params=params,
         system_prompt=system_prompt,
         stage=STAGE,
+        prompt_overrides=prompt_overrides,
     )
     return {**result, "rows": [{**row, "grounded": grounded} for row in result["rows"]]}

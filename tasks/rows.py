@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from tasks import prompts
 from tasks.backends import Generation, GenerationParams
 
 Row = dict[str, Any]
@@ -18,7 +19,7 @@ def with_stage(row: Row, stage: str, template: str, params: GenerationParams, **
     """A copy of `row` with `fields` set and `stage` recorded in its provenance."""
     out = {**row, **fields}
     out["techniques"] = [*row.get("techniques", []), stage]
-    out["templates"] = [*row.get("templates", []), template]
+    out["templates"] = [*row.get("templates", []), prompts.label(template)]
     out["generation"] = {**row.get("generation", {}), stage: params.model_dump(mode="json")}
     return out
 

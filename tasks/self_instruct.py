@@ -135,6 +135,7 @@ def generate_instructions(
     backend: str,
     params: GenerationParams,
     max_attempts: int = 3,
+    prompt_overrides: dict[str, str] | None = None,
 ) -> dict:
     """Up to `num_instructions` queries per seed context; returns {"rows", "drops"}.
 

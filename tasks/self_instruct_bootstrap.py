@@ -134,6 +134,7 @@ def bootstrap_instructions(
     model: str,
     backend: str,
     params: GenerationParams,
+    prompt_overrides: dict[str, str] | None = None,
 ) -> dict:
     """One bootstrap round: `prompts_per_round` prompts sampled from the pool (`seed_tasks` plus
     the instructions `generated` so far), their continuations parsed and filtered. Returns
