@@ -24,6 +24,8 @@ from tasks.prompt_overrides import VARIABLES, PromptsError, _uses, load_override
 from tasks.runners import with_task_runner
 
 SMALL = {"backend": "fake", "model": "fake", "num_instructions": 3, "num_evolutions": 1}
+# respond.jinja answers without the passage (grounded answers use respond_grounded.jinja)
+UNGROUNDED = {**SMALL, "ground_responses": False}
 BRIEF = "Answer in one short paragraph.\n\n{{ instruction }}\n"
 
 
@@ -222,11 +224,11 @@ def test_a_bad_prompts_dir_stops_every_flow_before_any_model_call(
 
 @pytest.mark.usefixtures("prefect_server")
 def test_an_override_reaches_the_model_keys_the_cache_and_is_recorded(tmp_path, fake):
-    instruct(**SMALL, output_dir=tmp_path / "shipped")
+    instruct(**UNGROUNDED, output_dir=tmp_path / "shipped")
     fake.calls.clear()
 
     brief = prompt_dir(tmp_path, "brief", respond_jinja=BRIEF)
-    summary = instruct(**SMALL, prompts=brief, output_dir=tmp_path / "brief-out")
+    summary = instruct(**UNGROUNDED, prompts=brief, output_dir=tmp_path / "brief-out")
     # only the response stage renders respond.jinja: SelfInstruct and EvolInstruct come from the cache
     assert fake.calls and all(text.startswith("<user>Answer in one short paragraph.") for text in sent(fake))
     rows = read_rows(tmp_path / "brief-out")
@@ -240,11 +242,11 @@ def test_an_override_reaches_the_model_keys_the_cache_and_is_recorded(tmp_path, 
     assert "Answer in one short paragraph." not in (tmp_path / "shipped" / "README.md").read_text()
 
     fake.calls.clear()  # the same override again: everything from the cache
-    instruct(**SMALL, prompts=brief, output_dir=tmp_path / "again")
+    instruct(**UNGROUNDED, prompts=brief, output_dir=tmp_path / "again")
     assert fake.calls == [] and read_rows(tmp_path / "again") == rows
 
     (brief / "respond.jinja").write_text("Answer in one word.\n\n{{ instruction }}")  # edited: recomputed
-    instruct(**SMALL, prompts=brief, output_dir=tmp_path / "edited")
+    instruct(**UNGROUNDED, prompts=brief, output_dir=tmp_path / "edited")
     assert fake.calls and all(text.startswith("<user>Answer in one word.") for text in sent(fake))
 
 
@@ -289,10 +291,10 @@ def test_every_flow_sends_its_overridden_template(tmp_path, fake):
 @pytest.mark.usefixtures("prefect_server")
 def test_dask_workers_render_with_the_override(tmp_path, fake):
     brief = prompt_dir(tmp_path, "brief", respond_jinja=BRIEF)
-    instruct(**SMALL, prompts=brief, output_dir=tmp_path / "threads")
+    instruct(**UNGROUNDED, prompts=brief, output_dir=tmp_path / "threads")
     fake.calls.clear()
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "dask-results"}):
-        with_task_runner(instruct, dask_workers=2)(**SMALL, prompts=brief, output_dir=tmp_path / "dask")
+        with_task_runner(instruct, dask_workers=2)(**UNGROUNDED, prompts=brief, output_dir=tmp_path / "dask")
     assert fake.calls == []  # every model call happened in a worker process
     assert read_rows(tmp_path / "dask") == read_rows(tmp_path / "threads")
     assert read_rows(tmp_path / "dask")[0]["templates"][-1].startswith("respond.jinja@override:")
