@@ -70,6 +70,7 @@ def instruct(
     versioned: bool = False,
     push_to_hub: str | None = None,
     private: bool = True,
+    license: str = "other",
 ) -> dict:
     """Generate instruction/response pairs from seed passages with SelfInstruct and EvolInstruct.
 
@@ -96,6 +97,8 @@ def instruct(
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
         push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
         private: Make a pushed dataset private.
+        license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":
+            the data's terms follow the model's licence and the seeds', which only you can check.
     """
     logger = get_run_logger()
     seed_rows = check_inputs(seeds, seed_column, model, backend, output_dir, versioned, push_to_hub)
@@ -126,6 +129,7 @@ def instruct(
 
     # 2. EvolInstruct: each round evolves every query in depth or breadth; failed evolutions keep
     #    their parent.
+    evolutions = []
     for round_ in range(1, num_evolutions + 1):
         evolved = map_batches(
             evolve_instructions,
@@ -137,7 +141,10 @@ def instruct(
             params=evolution_params,
             **common,
         )
-        rows = ledger.rows(evolved, f"evol_instruct_{round_}")
+        rows = ledger.rows(evolved)
+        # The ledger counts the evolutions kept (one drop per evolution that was not), not the rows.
+        evolutions.append({"round": round_, "kept": len(rows) - len(evolved["drops"]), "of": len(rows)})
+        ledger.counts[f"evol_instruct_{round_}"] = evolutions[-1]["kept"]
         logger.info("EvolInstruct round %d: %d evolutions dropped", round_, len(evolved["drops"]))
         progress.advance(f"evol_instruct round {round_}")
 
@@ -171,7 +178,10 @@ def instruct(
             final, "instruction", near_duplicate_threshold, progress=advance
         )
     ledger.drops += duplicates + near_duplicates
-    return publish("instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned)
+    extra = {"evolutions": evolutions}
+    return publish(
+        "instruct", final, ledger, len(seed_rows), output_dir, push_to_hub, private, versioned, extra
+    )
 
 
 if __name__ == "__main__":

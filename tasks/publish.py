@@ -11,11 +11,12 @@ from prefect.runtime import flow_run
 
 from tasks.artifacts import publish_report
 from tasks.batching import Ledger
-from tasks.card import render_card
+from tasks.card import DEFAULT_LICENSE, render_card
 from tasks.dataset import check_output_dir, report_markdown, save_dataset, summarize, versioned_dir
-from tasks.hub import hub_token
+from tasks.hub import dataset_url, hub_token
 from tasks.hub import push_to_hub as push_task
 from tasks.quality import quality_metrics
+from tasks.schema import features_for
 
 
 def check_destination(output_dir: Path, versioned: bool = False, push_to_hub: str | None = None) -> None:
@@ -35,18 +36,24 @@ def publish(
     private: bool = True,
     versioned: bool = False,
     extra: dict[str, Any] | None = None,
+    license: str | None = None,
 ) -> dict[str, Any]:
     """Save `rows` (and what `ledger` set aside) as the run's dataset; returns the summary, with
-    `extra` (flow-specific facts) added to it."""
+    `extra` (flow-specific facts) added to it. The card's `license` defaults to the flow's
+    `license` parameter, else "other"."""
     logger = get_run_logger()
-    summary = {**summarize(rows, ledger, seeds), "quality": quality_metrics(rows), **(extra or {})}
+    parameters = dict(flow_run.parameters or {})
+    license = license or parameters.get("license") or DEFAULT_LICENSE
+    summary = {"flow": flow, **summarize(rows, ledger, seeds), **(extra or {})}
+    summary["quality"] = quality_metrics(rows, evolved="evol_instruct" in summary["techniques"])
     target = versioned_dir(output_dir) if versioned else Path(output_dir)
-    card = render_card(flow, dict(flow_run.parameters or {}), summary, rows)
+    card = render_card(flow, parameters, summary, rows, features_for(flow, rows), license)
     logger.info("Saving %d rows to %s", len(rows), target)
     path = save_dataset(rows, ledger.drops, ledger.failures, summary, target, card)
     publish_report(flow, rows, summary, report_markdown(summary))
     if push_to_hub:
         summary["hub_commit"] = push_task(path, push_to_hub, private)
+        summary["hub_url"] = dataset_url(push_to_hub)
     if ledger.failures:
         logger.warning(
             "%d rows failed with errors (see failures.jsonl); run the same command again to retry them",
