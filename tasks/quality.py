@@ -84,7 +84,7 @@ def quality_metrics(rows: list[dict[str, Any]], evolved: bool = False) -> dict[s
     fields = text_fields(rows)
     metrics: dict[str, Any] = {
         "fields": list(fields),
-        "rows": len(rows),
+        "texts": {f: len(t) for f, t in fields.items()},
         "words": {f: _lengths(t) for f, t in fields.items()},
         "distinct_1": {f: round(distinct_n(t, 1), 3) for f, t in fields.items()},
         "distinct_2": {f: round(distinct_n(t, 2), 3) for f, t in fields.items()},
