@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 
 from flows.instruct import instruct
 from tasks.backends.fake import prompt_text
-from tasks.hub import dataset_url, upload_plan
+from tasks.hub import upload_plan
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -101,6 +101,8 @@ def test_push_to_hub_uploads_the_card_and_parquet_privately_with_the_env_token(t
     ]
     assert set(upload["allow_patterns"]) >= {"README.md", "data/*.parquet", "*.png"}
     assert "hf_testtoken" not in (tmp_path / "out" / "README.md").read_text()
+    from tasks.hub import dataset_url
+
     assert summary["hub_url"] == dataset_url("me/data")
 
 
@@ -126,6 +128,7 @@ def test_push_without_a_token_says_how_to_provide_one(monkeypatch):
 def test_a_run_ends_by_printing_where_the_data_went(tmp_path, monkeypatch, capsys, fake):
     from flows.instruct import check_inputs
     from tasks.cli import main
+    from tasks.hub import dataset_url
 
     class Api:
         def __init__(self, token=None): ...

@@ -5,7 +5,6 @@ from tasks.quality import (
     mean_pairwise_rouge_l,
     quality_markdown,
     quality_metrics,
-    text_fields,
     write_plots,
 )
 
@@ -51,6 +50,8 @@ def test_metrics_and_report(tmp_path):
 
 
 def test_metrics_cover_every_turn_of_a_conversation_and_any_text_column():
+    from tasks.quality import text_fields
+
     rows = [
         {
             "id": "a",
