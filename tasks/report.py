@@ -63,8 +63,9 @@ def truncation_markdown(summary: dict[str, Any]) -> str:
         for stage, t in table.items()
     )
     return (
-        "Outputs that hit the token limit (`max_new_tokens`), by stage (kept ones are flagged "
-        "`*_truncated`, others were dropped):\n\n| stage | hit the limit |\n|---|---|\n" + lines
+        "Outputs that hit the token limit (`max_new_tokens`), by stage, out of the stage's outputs "
+        "in the dataset and those it dropped (kept ones are flagged `*_truncated`):"
+        "\n\n| stage | hit the limit |\n|---|---|\n" + lines
     )
 
 
