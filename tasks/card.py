@@ -121,13 +121,13 @@ def render_card(
     from tasks.schema import features_for
 
     features = features or features_for(flow, rows)
-    templates = sorted({t for row in rows for t in row.get("templates") or []})
+    templates = sorted({public(t) for row in rows for t in row.get("templates") or []})
     drops = "\n".join(f"| {reason} | {count} |" for reason, count in summary.get("drops", {}).items())
     stages = "\n".join(f"| {stage} | {count} |" for stage, count in summary.get("rows_per_stage", {}).items())
     params = json.dumps(public(parameters), indent=2, default=str, sort_keys=True)
     quality = summary.get("quality") or {}
     plots = "\n\n".join(f"![{name}]({name})" for name in plot_names(quality))
-    counts = [evolutions_markdown(summary), truncation_markdown(summary)]
+    counts = "".join(f"{c}\n\n" for c in (evolutions_markdown(summary), truncation_markdown(summary)) if c)
     columns = ", ".join(f"`{c}`" for c in features)
     return f"""---
 {metadata(flow, summary, features, license).strip()}
@@ -156,8 +156,7 @@ Prompt templates: {", ".join(f"`{t}`" for t in templates) or "none"}.
 |---|---|
 {stages}
 
-{chr(10).join(c + chr(10) for c in counts if c)}
-Dropped generations, by stage and reason (`drops.jsonl` has each one):
+{counts}Dropped generations, by stage and reason (`drops.jsonl` has each one):
 
 | reason | count |
 |---|---|
