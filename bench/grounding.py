@@ -64,15 +64,18 @@ def main() -> None:
 
     seeds = [row for path in PASSAGES for row in load_seeds(str(path), "context")]
     params = GenerationParams(max_new_tokens=256, temperature=0.7, seed=0)
+    model = {"model": args.model, "backend": args.backend}
     rows = generate_instructions.fn(
-        seeds, "0", num_instructions=args.num_instructions, model=args.model, backend=args.backend, params=params
-    )["rows"]
+        seeds, "0", num_instructions=args.num_instructions, params=params, **model
+    )
+    rows = rows["rows"]
     llm = get_backend(args.backend, args.model)
     answer = GenerationParams(max_new_tokens=256, temperature=0.3, seed=0)  # the instruct flow's default
     results = {}
     for name, template in (("ungrounded", TEMPLATE), ("grounded", GROUNDED_TEMPLATE)):
         outputs = llm.generate([build_messages(row, template) for row in rows], answer)
-        scores = [unsupported(out.text, row["context"] + " " + row["instruction"]) for row, out in zip(rows, outputs)]
+        sources = [row["context"] + " " + row["instruction"] for row in rows]
+        scores = [unsupported(out.text, source) for source, out in zip(sources, outputs)]
         results[name] = {
             "responses": len(rows),
             "facts_per_response": round(statistics.fmean(s[0] for s in scores), 2),
@@ -83,8 +86,12 @@ def main() -> None:
         }
     print(f"{len(rows)} questions from {len(seeds)} passages, model {args.model}")
     print(f"{'':32}{'ungrounded':>12}{'grounded':>12}")
-    for key in ("facts_per_response", "unsupported_per_response", "responses_with_unsupported",
-                "unsupported_numbers_per_response"):
+    for key in (
+        "facts_per_response",
+        "unsupported_per_response",
+        "responses_with_unsupported",
+        "unsupported_numbers_per_response",
+    ):
         print(f"{key:32}{results['ungrounded'][key]:>12}{results['grounded'][key]:>12}")
     if args.json:
         pairs = [

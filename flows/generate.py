@@ -84,6 +84,7 @@ def generate(
     versioned: bool = False,
     push_to_hub: str | None = None,
     private: bool = True,
+    license: str = "other",
 ) -> dict:
     """Write a user message for each described request, then answer it.
 
@@ -110,6 +111,8 @@ def generate(
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
         push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
         private: Make a pushed dataset private.
+        license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":
+            the data's terms follow the model's licence and the seeds', which only you can check.
     """
     logger = get_run_logger()
     args = (rows, instruction, column, prompt_template, response_template, num_generations, temperature)

@@ -77,6 +77,7 @@ def instruct(
     versioned: bool = False,
     push_to_hub: str | None = None,
     private: bool = True,
+    license: str = "other",
 ) -> dict:
     """Generate instruction/response pairs from seed passages with SelfInstruct and EvolInstruct.
 
@@ -109,6 +110,8 @@ def instruct(
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
         push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
         private: Make a pushed dataset private.
+        license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":
+            the data's terms follow the model's licence and the seeds', which only you can check.
     """
     logger = get_run_logger()
     seed_rows = check_inputs(seeds, seed_column, model, backend, output_dir, versioned, push_to_hub)
@@ -126,6 +129,7 @@ def instruct(
     progress = Progress("instruct", total=num_evolutions + 2)
     targets = {s["seed_id"]: num_instructions for s in seed_rows}
     final: list[Row] = []
+    evolutions: dict[int, dict[str, int]] = {}
     # Each round writes rows for the passages still short of `num_instructions` (filters drop many
     # of a small model's generations); seeds that cannot take a prompt or failed sit out.
     rounds_run = 0
@@ -155,7 +159,12 @@ def instruct(
                 params=evolution_params,
                 **common,
             )
-            rows = ledger.rows(evolved, f"evol_instruct_{evolution}")
+            rows = ledger.rows(evolved)
+            # The ledger counts the evolutions kept (one drop per evolution that was not), not the rows.
+            kept_now = len(rows) - len(evolved["drops"])
+            tally = evolutions.setdefault(evolution, {"round": evolution, "kept": 0, "of": 0})
+            tally["kept"], tally["of"] = tally["kept"] + kept_now, tally["of"] + len(rows)
+            ledger.counts[f"evol_instruct_{evolution}"] = tally["kept"]
             logger.info("EvolInstruct round %d: %d evolutions dropped", evolution, len(evolved["drops"]))
             if first:
                 progress.advance(f"evol_instruct round {evolution}")
@@ -183,7 +192,7 @@ def instruct(
     target = num_instructions * len(seed_rows)
     if len(final) < target:
         logger.warning(shortfall_message(len(final), target, rounds_run, ledger.drops))
-    extra = {"target_rows": target, "rounds": rounds_run}
+    extra = {"target_rows": target, "rounds": rounds_run, "evolutions": list(evolutions.values())}
     return publish(
         "instruct",
         final,

@@ -77,6 +77,7 @@ def magpie(
     versioned: bool = False,
     push_to_hub: str | None = None,
     private: bool = True,
+    license: str = "other",
 ) -> dict:
     """Generate instructions and conversations with Magpie, from the model's chat template alone.
 
@@ -104,6 +105,8 @@ def magpie(
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
         push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
         private: Make a pushed dataset private.
+        license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":
+            the data's terms follow the model's licence and the seeds', which only you can check.
     """
     logger = get_run_logger()
     spec = parse_spec(system_prompt)

@@ -72,6 +72,7 @@ def self_instruct(
     versioned: bool = False,
     push_to_hub: str | None = None,
     private: bool = True,
+    license: str = "other",
 ) -> dict:
     """Bootstrap instructions from seed tasks with Self-Instruct, then generate their responses.
 
@@ -101,6 +102,8 @@ def self_instruct(
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
         push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
         private: Make a pushed dataset private.
+        license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":
+            the data's terms follow the model's licence and the seeds', which only you can check.
     """
     logger = get_run_logger()
     seed_rows = check_inputs(seed_tasks, model, backend, output_dir, versioned, push_to_hub)

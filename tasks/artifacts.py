@@ -1,5 +1,5 @@
 """What a run shows in the Prefect UI: a progress bar advanced after each stage, a table of sample
-rows, and the run's report as markdown."""
+rows (every generated column, conversations turn by turn), and the run's report as markdown."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+
+from tasks.quality import conversation_text, generated
 
 
 def artifact_key(flow: str, what: str) -> str:
@@ -33,14 +35,22 @@ class Progress:
 
 
 def _brief(text: Any, limit: int = 300) -> str:
-    text = str(text or "")
+    text = conversation_text(text) if isinstance(text, list) else "" if text is None else str(text)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def sample_table(rows: list[dict[str, Any]], k: int = 20) -> list[dict[str, str]]:
+    """The first `k` rows as table rows: the seed id, every generated column (a conversation as
+    its turns) and the evolution depth, where the rows have them."""
+    shown = rows[:k]
+    generated_columns = dict.fromkeys(c for row in shown for c in generated(row))
+    columns = [c for c in ("seed_id", *generated_columns, "evol_depth") if any(c in r for r in shown)]
+    return [{c: _brief(row.get(c), 600 if c == "conversation" else 300) for c in columns} for row in shown]
 
 
 def publish_report(flow: str, rows: list[dict[str, Any]], summary: dict[str, Any], report: str) -> None:
     """A table artifact with sample rows and a markdown artifact with the run's report."""
-    columns = [c for c in ("seed_id", "instruction", "response", "evol_depth") if rows and c in rows[0]]
-    sample = [{c: _brief(row.get(c)) for c in columns} for row in rows[:20]]
+    sample = sample_table(rows)
     create_table_artifact(
         sample, key=artifact_key(flow, "sample"), description=f"{len(sample)} of {len(rows)} rows"
     )

@@ -8,6 +8,7 @@ import inspect
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from prefect import Flow
@@ -68,7 +69,7 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
 
 
 def print_summary(result: dict[str, Any]) -> None:
-    print(f"\nDataset: {result['output_dir']}  ({result['rows']} rows)")
+    print(f"\n{result['rows']} rows")
     for stage, count in result.get("rows_per_stage", {}).items():
         print(f"  {stage:<16} {count}")
     if result.get("drops"):
@@ -80,6 +81,10 @@ def print_summary(result: dict[str, Any]) -> None:
             f"Failed with errors: {result['failures']} rows (failures.jsonl). "
             "Run the same command again to retry them; everything else comes from the cache."
         )
+    # Last, so it is what the run leaves on screen: where the data went.
+    print(f"Dataset: {Path(result['output_dir']).resolve()}")
+    if result.get("hub_url"):
+        print(f"On the Hub: {result['hub_url']}")
 
 
 def _defaults(flow: Flow) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks.report import evolutions_markdown, techniques_used, truncation, truncation_markdown
 from tasks.rows import Row
 
 MARKER = "summary.json"  # a directory holding this was written by us and may be replaced
@@ -50,11 +51,16 @@ def report_markdown(summary: dict[str, Any]) -> str:
     """The run's counts as markdown (the Prefect UI report; the card embeds the same numbers)."""
     stages = "\n".join(f"| {k} | {v} |" for k, v in summary["rows_per_stage"].items())
     drops = "\n".join(f"| {k} | {v} |" for k, v in summary["drops"].items()) or "| none | 0 |"
-    return (
-        f"# {summary['rows']} rows\n\n| stage | rows |\n|---|---|\n{stages}\n\n"
-        f"| dropped: stage:reason | count |\n|---|---|\n{drops}\n\n"
-        f"Rows that failed with errors: {summary['failures']}\n\n{_quality(summary)}"
-    )
+    sections = [
+        f"# {summary['rows']} rows",
+        f"| stage | kept |\n|---|---|\n{stages}",
+        evolutions_markdown(summary),
+        truncation_markdown(summary),
+        f"| dropped: stage:reason | count |\n|---|---|\n{drops}",
+        f"Rows that failed with errors: {summary['failures']}",
+        _quality(summary),
+    ]
+    return "\n\n".join(s for s in sections if s)
 
 
 def _quality(summary: dict[str, Any]) -> str:
@@ -71,13 +77,16 @@ def versioned_dir(output_dir: Path, when: datetime | None = None) -> Path:
 
 def summarize(rows: list[Row], ledger: Any, seeds: int) -> dict:
     """Counts for the console, summary.json and the dataset card: rows after each stage, drops by
-    stage and reason, and failures (rows a rerun will try again)."""
+    stage and reason, failures (rows a rerun will try again), the techniques that ran and, per
+    stage, the outputs that hit the token limit."""
     reasons = Counter(f"{d['stage']}:{d['reason']}" for d in ledger.drops)
     return {
         "rows": len(rows),
         "rows_per_stage": {"seeds": seeds, **ledger.counts, "final": len(rows)},
         "drops": dict(sorted(reasons.items())),
         "failures": len(ledger.failures),
+        "techniques": techniques_used(rows, ledger.counts, ledger.drops),
+        "truncation": truncation(rows, ledger.drops),
     }
 
 
@@ -99,11 +108,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _to_record(row: Row) -> Row:
-    # subtle: generation parameters differ in shape per stage; a JSON string keeps one schema.
-    return {**row, "generation": json.dumps(row.get("generation", {}), sort_keys=True)}
-
-
 @task(name="save_dataset", cache_policy=NO_CACHE, persist_result=False)
 def save_dataset(
     rows: list[Row],
@@ -113,7 +117,7 @@ def save_dataset(
     output_dir: Path,
     card: str = "",
 ) -> Path:
-    import datasets
+    from tasks.schema import features_for, table, to_dataset  # imports datasets: only when saving
 
     output_dir = check_output_dir(Path(output_dir))
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -121,8 +125,9 @@ def save_dataset(
     tmp = output_dir.with_name(f".{output_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    records = [_to_record(r) for r in rows]
-    data = datasets.Dataset.from_list(records)
+    features = features_for(summary.get("flow", ""), rows)  # the flow's declared schema
+    records = table(rows, features)
+    data = to_dataset(rows, features)
     data.save_to_disk(str(tmp / "dataset"))
     (tmp / "data").mkdir()
     data.to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
@@ -130,7 +135,7 @@ def save_dataset(
     if "quality" in summary:
         from tasks.quality import write_plots
 
-        plots = write_plots(rows, tmp)
+        plots = write_plots(rows, tmp, summary["quality"])
         images = "\n\n" + "\n".join(f"![{name}]({name})" for name in plots)
         (tmp / "quality.md").write_text(_quality(summary) + images + "\n", encoding="utf-8")
     with open(tmp / "data.jsonl", "w", encoding="utf-8") as f:

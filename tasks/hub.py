@@ -1,5 +1,5 @@
-"""Push a dataset directory to the Hugging Face Hub: the Parquet data and the dataset card,
-private by default.
+"""Push a dataset directory to the Hugging Face Hub: the Parquet data, the dataset card with its
+plots, the drop records and the run's counts, private by default.
 
 The token comes from `HF_TOKEN` or, failing that, a Prefect Secret block named `hf-token`. It is
 read inside the task, never passed as a parameter, so it appears in no task parameters, persisted
@@ -17,7 +17,9 @@ from prefect.cache_policies import NO_CACHE
 from tasks.caching import transient
 
 SECRET_BLOCK = "hf-token"
-UPLOADED = ("README.md", "data/*.parquet")
+# The card, the data, the card's plots, the drop records it refers to and the run's counts; not
+# the local copies (dataset/, data.jsonl) nor failures.jsonl, whose error messages can hold paths.
+UPLOADED = ("README.md", "data/*.parquet", "*.png", "drops.jsonl", "summary.json")
 
 
 def hub_token() -> str:
@@ -35,8 +37,15 @@ def hub_token() -> str:
         ) from None
 
 
+def dataset_url(repo_id: str) -> str:
+    """The dataset's page on the Hub (or on the endpoint HF_ENDPOINT names)."""
+    from huggingface_hub import constants
+
+    return f"{constants.ENDPOINT}/datasets/{repo_id}"
+
+
 def upload_plan(output_dir: Path) -> list[str]:
-    """The files (relative to `output_dir`) that a push uploads: the card and the Parquet shards."""
+    """The files (relative to `output_dir`) that a push uploads."""
     files = sorted({p for pattern in UPLOADED for p in Path(output_dir).glob(pattern)})
     return [str(p.relative_to(output_dir)) for p in files]
 

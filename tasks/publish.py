@@ -12,12 +12,13 @@ from prefect.runtime import flow_run
 
 from tasks.artifacts import publish_report
 from tasks.batching import Ledger
-from tasks.card import render_card
+from tasks.card import DEFAULT_LICENSE, public, render_card
 from tasks.dataset import check_output_dir, report_markdown, save_dataset, summarize, versioned_dir
-from tasks.hub import hub_token
+from tasks.hub import dataset_url, hub_token
 from tasks.hub import push_to_hub as push_task
 from tasks.prompt_overrides import describe
 from tasks.quality import quality_metrics
+from tasks.schema import features_for
 
 
 def check_destination(output_dir: Path, versioned: bool = False, push_to_hub: str | None = None) -> None:
@@ -38,21 +39,27 @@ def publish(
     versioned: bool = False,
     extra: dict[str, Any] | None = None,
     prompt_overrides: dict[str, str] | None = None,
+    license: str | None = None,
 ) -> dict[str, Any]:
     """Save `rows` (and what `ledger` set aside) as the run's dataset; returns the summary, with
-    `extra` (flow-specific facts) and the `prompt_overrides` the run rendered with added to it."""
+    `extra` (flow-specific facts) and the `prompt_overrides` the run rendered with added to it.
+    The card's `license` defaults to the flow's `license` parameter, else "other"."""
     logger = get_run_logger()
     parameters = dict(flow_run.parameters or {})
-    summary = {**summarize(rows, ledger, seeds), "quality": quality_metrics(rows), **(extra or {})}
+    license = license or parameters.get("license") or DEFAULT_LICENSE
+    summary = {"flow": flow, **summarize(rows, ledger, seeds), **(extra or {})}
+    summary["quality"] = quality_metrics(rows, evolved="evol_instruct" in summary["techniques"])
     summary["prompt_overrides"] = describe(prompt_overrides or {})
-    summary["parameters"] = json.loads(json.dumps(parameters, default=str))  # for tasks.compare
+    # for tasks.compare; pushed with the data, so without local paths
+    summary["parameters"] = json.loads(json.dumps(public(parameters), default=str))
     target = versioned_dir(output_dir) if versioned else Path(output_dir)
-    card = render_card(flow, parameters, summary, rows)
+    card = render_card(flow, parameters, summary, rows, features_for(flow, rows), license)
     logger.info("Saving %d rows to %s", len(rows), target)
     path = save_dataset(rows, ledger.drops, ledger.failures, summary, target, card)
     publish_report(flow, rows, summary, report_markdown(summary))
     if push_to_hub:
         summary["hub_commit"] = push_task(path, push_to_hub, private)
+        summary["hub_url"] = dataset_url(push_to_hub)
     if ledger.failures:
         logger.warning(
             "%d rows failed with errors (see failures.jsonl); run the same command again to retry them",

@@ -29,10 +29,10 @@ def test_every_dataset_directory_has_a_card_and_loads_with_load_dataset(tmp_path
         "self_instruct.jinja",
         "arXiv:2212.10560",
         "arXiv:2304.12244",
-        "arXiv:2406.08464",
         f"{summary['rows']} rows",
     ):
         assert expected in card
+    assert "arXiv:2406.08464" not in card  # Magpie did not make these rows
     loaded = datasets.load_dataset(str(tmp_path / "out"), split="train")
     assert len(loaded) == summary["rows"]
 
@@ -90,8 +90,31 @@ def test_push_to_hub_uploads_the_card_and_parquet_privately_with_the_env_token(t
     assert calls[1] == ("create_repo", "me/data", {"repo_type": "dataset", "private": True, "exist_ok": True})
     upload = calls[2][1]
     assert upload["repo_id"] == "me/data" and upload["folder_path"] == summary["output_dir"]
-    assert upload_plan(tmp_path / "out") == ["README.md", "data/train-00000-of-00001.parquet"]
+    plan = upload_plan(tmp_path / "out")
+    assert plan == [
+        "README.md",
+        "data/train-00000-of-00001.parquet",
+        "drops.jsonl",
+        "evol_depth.png",
+        "lengths.png",
+        "summary.json",
+    ]
+    assert set(upload["allow_patterns"]) >= {"README.md", "data/*.parquet", "*.png"}
     assert "hf_testtoken" not in (tmp_path / "out" / "README.md").read_text()
+    from tasks.hub import dataset_url
+
+    assert summary["hub_url"] == dataset_url("me/data")
+
+
+def test_nothing_pushed_holds_a_local_path(tmp_path, monkeypatch, fake):
+    seeds = tmp_path / "mine" / "seeds.jsonl"
+    seeds.parent.mkdir()
+    seeds.write_text(json.dumps({"context": "Tides rise twice a day as the Moon pulls the oceans."}) + "\n")
+    out = tmp_path / "out"
+    instruct(**SMALL, seeds=str(seeds), output_dir=out)
+    for name in upload_plan(out):
+        assert str(tmp_path).encode() not in (out / name).read_bytes(), name
+    assert '"seeds": "seeds.jsonl"' in (out / "README.md").read_text()
 
 
 def test_push_without_a_token_says_how_to_provide_one(monkeypatch):
@@ -100,3 +123,25 @@ def test_push_without_a_token_says_how_to_provide_one(monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(ValueError, match="set HF_TOKEN, or save a Prefect Secret block named 'hf-token'"):
         hub_token()
+
+
+def test_a_run_ends_by_printing_where_the_data_went(tmp_path, monkeypatch, capsys, fake):
+    from flows.instruct import check_inputs
+    from tasks.cli import main
+    from tasks.hub import dataset_url
+
+    class Api:
+        def __init__(self, token=None): ...
+
+        def create_repo(self, repo_id, **kwargs): ...
+
+        def upload_folder(self, **kwargs):
+            return "https://huggingface.co/datasets/me/data/commit/abc"
+
+    monkeypatch.setattr("huggingface_hub.HfApi", Api)
+    monkeypatch.setenv("HF_TOKEN", "hf_testtoken")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--backend", "fake", "--model", "fake", "--num-instructions", "2", "--output-dir", "rel/out"]
+    main(instruct, [*argv, "--push-to-hub", "me/data"], check_inputs)
+    last = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert last == [f"Dataset: {tmp_path / 'rel' / 'out'}", f"On the Hub: {dataset_url('me/data')}"]
