@@ -77,6 +77,7 @@ SELF_INSTRUCT = Features(
         "round": INT,
         "in_context": STRINGS,
         "system_prompt": STRING,
+        "grounded": BOOL,  # always False: bootstrapped instructions have no passage
         **PROVENANCE,
     }
 )

@@ -112,9 +112,9 @@ def test_compare_a_run_with_its_prompt_override(tmp_path, fake):
     )
     assert result.returncode == 0, result.stderr
     table = table_rows(result.stdout)
-    a, b = first["quality"]["response_words"]["mean"], second["quality"]["response_words"]["mean"]
-    assert table["response_words.mean"][:2] == [f"{a:g}", f"{b:g}"]
+    a, b = first["quality"]["words"]["response"]["mean"], second["quality"]["words"]["response"]["mean"]
+    assert table["words.response.mean"][:2] == [f"{a:g}", f"{b:g}"]
     assert table["rows"][:2] == [str(first["rows"]), str(second["rows"])]
     assert table["respond.jinja"][0] == "-" and table["respond.jinja"][2] == "changed"
-    assert table["prompts"] == ["-", str(tmp_path / "p"), "changed"]  # the parameters that differ
+    assert table["prompts"] == ["-", "p", "changed"]  # the parameters that differ, without local paths
     assert "num_instructions" not in table and "| temperature |" not in result.stdout
