@@ -75,10 +75,13 @@ def technique_task(
     """The decorator every technique task shares: one task run per batch, cached across runs on
     the batch's content, persisted, retried on transient backend errors (which must raise).
     `run_name` names each run: a format string over its parameters or a function (Prefect's
-    `task_run_name`; default `name[batch_index]`)."""
+    `task_run_name`; default `name[batch_index]`). Each result carries its model calls' token
+    usage (tasks/usage.py), so a cached batch still reports what it cost."""
     from prefect import task
 
-    return task(
+    from tasks.usage import counted
+
+    decorate = task(
         name=name,
         task_run_name=run_name or name + "[{batch_index}]",
         cache_policy=batch_cache_policy(templates, uses),
@@ -87,3 +90,4 @@ def technique_task(
         retry_delay_seconds=[1, 3],
         retry_condition_fn=transient,
     )
+    return lambda fn: decorate(counted(name, fn))

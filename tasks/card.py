@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tasks import usage
 from tasks.quality import quality_markdown
 
 CITATIONS = """\
@@ -43,6 +44,12 @@ def _sample(rows: list[dict[str, Any]], k: int = 3) -> str:
         brief = {c: row[c] for c in ("instruction", "response", "conversation") if c in row}
         shown.append(json.dumps(brief, ensure_ascii=False, indent=2)[:1500])
     return "\n\n".join(f"```json\n{s}\n```" for s in shown) or "(no rows)"
+
+
+def _chat_template(summary: dict[str, Any]) -> str:
+    """Which chat template a run rendered raw prompts with (Magpie), and where it was found."""
+    found = summary.get("chat_template")
+    return f"\nChat template: `{found['name']}`, from {found['source']}.\n" if found else ""
 
 
 def render_card(
@@ -87,6 +94,7 @@ Flow parameters:
 ```
 
 Prompt templates: {", ".join(f"`{t}`" for t in templates) or "none"}.
+{_chat_template(summary)}
 
 ## Counts
 
@@ -103,6 +111,8 @@ Dropped generations, by stage and reason (`drops.jsonl` has each one):
 Rows that failed with errors: {summary.get("failures", 0)}.
 
 {quality}
+
+{usage.markdown(summary.get("usage", {}))}
 
 ## Sample
 

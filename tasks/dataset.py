@@ -16,6 +16,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks import usage
 from tasks.rows import Row
 
 MARKER = "summary.json"  # a directory holding this was written by us and may be replaced
@@ -54,6 +55,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
         f"# {summary['rows']} rows\n\n| stage | rows |\n|---|---|\n{stages}\n\n"
         f"| dropped: stage:reason | count |\n|---|---|\n{drops}\n\n"
         f"Rows that failed with errors: {summary['failures']}\n\n{_quality(summary)}"
+        f"\n\n{usage.markdown(summary.get('usage', {}))}"
     )
 
 
@@ -78,6 +80,7 @@ def summarize(rows: list[Row], ledger: Any, seeds: int) -> dict:
         "rows_per_stage": {"seeds": seeds, **ledger.counts, "final": len(rows)},
         "drops": dict(sorted(reasons.items())),
         "failures": len(ledger.failures),
+        "usage": usage.summary(getattr(ledger, "usage", {})),
     }
 
 
