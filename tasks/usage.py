@@ -64,6 +64,8 @@ def counted(name: str, fn: Callable[..., dict]) -> Callable[..., dict]:
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> dict:
+        if _meter.get() is not None:  # called by another task's body: that task's stage counts
+            return fn(*args, **kwargs)
         meter: Usage = {}
         token = _meter.set(meter)
         try:
@@ -161,6 +163,7 @@ class StageTokens:
 
     def add(self, future: Any) -> None:
         """Count a finished batch's usage (a failed one spent tokens no result reports)."""
+        future.wait()  # done already; this settles its final state (else read, maybe stale, from the API)
         state = future.state
         if state.is_completed():
             result = future.result()
