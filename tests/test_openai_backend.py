@@ -1,6 +1,6 @@
 """The OpenAI-compatible backend against real servers on loopback: `transformers serve` with the
-embedded model (the same weights must give the same greedy text as the local backend), and a tiny
-scripted HTTP server for the retry and error paths."""
+embedded model (the same weights must give the same greedy text as the local backend, and Magpie
+through it the local backend's rows), and a tiny scripted HTTP server for the retry and error paths."""
 
 import json
 import os
@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.magpie import magpie
 from tasks.backends import GenerationParams, get_backend
+from tasks.backends import openai_backend as openai_module
 from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
 from tasks.backends.openai_backend import OpenAIBackend, parse_model_id
 
@@ -66,6 +68,78 @@ def test_served_model_gives_the_local_greedy_text(served_model):
     assert all(g.text for g in remote)
     assert [g.finish_reason for g in remote] == [g.finish_reason for g in local]
     assert all(g.prompt_tokens > 0 and 0 < g.completion_tokens <= 16 for g in remote)
+
+
+SMALL_MAGPIE = {"max_instruction_tokens": 48, "max_new_tokens": 16, "batch_size": 4}
+
+
+def shape(row: dict) -> tuple:
+    """What must not depend on the backend: the columns, the stages, the generation settings."""
+    generation = json.loads(row["generation"])
+    return (sorted(row), row["techniques"], row["templates"], {k: sorted(v) for k, v in generation.items()})
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Every (path, body) the OpenAI backend sends."""
+    bodies, build = [], openai_module.request_body
+
+    def spy(name, prompt, params):
+        path, body = build(name, prompt, params)
+        bodies.append((path, body))
+        return path, body
+
+    monkeypatch.setattr(openai_module, "request_body", spy)
+    return bodies
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_magpie_through_transformers_serve_gives_the_local_backends_rows(served_model, sent, tmp_path):
+    model_dir = served_model.split("#", 1)[1]
+    out = tmp_path / "s"
+    served = magpie(backend="openai", model=served_model, num_rows=4, output_dir=out, **SMALL_MAGPIE)
+    assert served["chat_template"]["source"] == f"tokenizer of the local directory {model_dir}"
+    users = [body for path, body in sent if body.get("prompt", "").endswith("<|im_start|>user\n")]
+    assert len(users) == 4 and all(path == "/completions" for path, _ in sent)
+    assert all(body["stop"] == ["<|im_end|>"] for body in users)  # stopped at the derived end of turn
+    assert served["usage"]["magpie"]["completion_tokens"] > 0  # the server's own counts
+
+    local = magpie(num_rows=4, output_dir=tmp_path / "l", **SMALL_MAGPIE)
+    assert served["pre_query"] == local["pre_query"]
+    assert served["chat_template"]["name"] == local["chat_template"]["name"]
+    served_rows, local_rows = read_rows(tmp_path / "s"), read_rows(tmp_path / "l")
+    assert served_rows and local_rows
+    assert {json.dumps(shape(r)) for r in served_rows} == {json.dumps(shape(r)) for r in local_rows}
+    for row in served_rows:
+        assert row["backend"] == "openai" and row["instruction"].strip() and row["response"].strip()
+        assert "<|im_" not in row["instruction"] + row["response"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_two_turn_magpie_through_transformers_serve(served_model, sent, tmp_path):
+    system = "You are a helpful assistant."
+    summary = magpie(
+        backend="openai",
+        model=served_model,
+        num_rows=3,
+        n_turns=2,
+        system_prompt=system,
+        output_dir=tmp_path / "two",
+        **{**SMALL_MAGPIE, "max_instruction_tokens": 96},
+    )
+    second = [b for _, b in sent if b.get("prompt", "").count("<|im_start|>user") == 2]
+    assert second and all(b["prompt"].endswith("<|im_start|>user\n") for b in second)
+    assert all(b["stop"] == ["<|im_end|>"] for b in second)
+    dropped = sum(n for reason, n in summary["drops"].items() if not reason.startswith("deduplicate"))
+    assert summary["rows_per_stage"]["magpie"] + dropped == 3  # every row complete or dropped with a reason
+    for row in read_rows(tmp_path / "two"):
+        assert [m["role"] for m in row["conversation"]] == ["user", "assistant"] * 2
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in open(path / "data.jsonl")]
 
 
 class Scripted(BaseHTTPRequestHandler):
