@@ -129,9 +129,10 @@ def test_two_turn_magpie_through_transformers_serve(served_model, sent, tmp_path
         output_dir=tmp_path / "two",
         **{**SMALL_MAGPIE, "max_instruction_tokens": 96},
     )
-    second = [b for _, b in sent if b.get("prompt", "").count("<|im_start|>user") == 2]
-    assert second and all(b["prompt"].endswith("<|im_start|>user\n") for b in second)
-    assert all(b["stop"] == ["<|im_end|>"] for b in second)
+    users = [b for _, b in sent if b.get("prompt", "").endswith("<|im_start|>user\n")]
+    second = [b for b in users if b["prompt"].count("<|im_start|>user") == 2]  # after a whole turn
+    assert second and all(b["stop"] == ["<|im_end|>"] for b in users)
+    assert all(b["prompt"].count("<|im_start|>system") == 1 for b in second)
     dropped = sum(n for reason, n in summary["drops"].items() if not reason.startswith("deduplicate"))
     assert summary["rows_per_stage"]["magpie"] + dropped == 3  # every row complete or dropped with a reason
     for row in read_rows(tmp_path / "two"):
