@@ -116,7 +116,7 @@ def summary(usage: Usage) -> dict[str, dict[str, Any]]:
             "completion_tokens": entry["completion_tokens"],
             "total_tokens": entry["prompt_tokens"] + entry["completion_tokens"],
             "generations": entry["generations"],
-            "seconds": round(seconds, 3),
+            "seconds": round(seconds, 4),
             "completion_tokens_per_second": speed,
             "batches": entry["batches"],
             "cached_batches": entry["cached_batches"],
@@ -131,13 +131,26 @@ def describe(entry: dict[str, Any]) -> str:
     return f"{entry['prompt_tokens']:,} prompt + {entry['completion_tokens']:,} completion tokens{rate}"
 
 
+def _speed(entry: dict[str, Any]) -> str:
+    speed = entry.get("completion_tokens_per_second")
+    return f"{speed:,.1f}" if speed else "-"
+
+
+def console(stages: dict[str, dict[str, Any]]) -> str:
+    """The token lines of the console summary ('' when no model was called)."""
+    lines = [f"  {name:<16} {describe(e)}" for name, e in stages.items()]
+    cached = sum(e["cached_batches"] for e in stages.values())
+    note = f" ({cached} batches from cache: counted when computed)" if cached else ""
+    return "\n".join([f"Tokens, by stage{note}:", *lines]) if lines else ""
+
+
 def markdown(stages: dict[str, dict[str, Any]]) -> str:
     """The token table of a run's report and dataset card ('' when no model was called)."""
     if not stages:
         return ""
     lines = [
         f"| {name} | {e['prompt_tokens']:,} | {e['completion_tokens']:,} | "
-        f"{e['completion_tokens_per_second'] or '-'} | {e['cached_batches']}/{e['batches']} |"
+        f"{_speed(e)} | {e['cached_batches']}/{e['batches']} |"
         for name, e in stages.items()
     ]
     cached = sum(e["cached_batches"] for e in stages.values())

@@ -15,7 +15,8 @@ from tasks.backends.fake import fake_text
 
 
 class StandIn:
-    """Serves `name` at `url` (`.../v1`); `props`, `models_root`, `chat_only` shape what it says.
+    """Serves `name` at `url` (`.../v1`); `props`, `models_root`, `chat_only`, `pages` shape what
+    it says.
     `requests` logs every (method, path, body)."""
 
     def __init__(
@@ -24,8 +25,10 @@ class StandIn:
         props: dict[str, Any] | None = None,
         models_root: str | None = None,
         chat_only: bool = False,
+        pages: dict[str, Any] | None = None,
     ) -> None:
         self.name, self.props, self.models_root, self.chat_only = name, props, models_root, chat_only
+        self.pages = pages or {}  # more GET paths and their JSON (TGI's /info, SGLang's /get_model_info)
         self.requests: list[tuple[str, str, Any]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.root = f"http://127.0.0.1:{self.server.server_port}"
@@ -70,6 +73,8 @@ def _handler(server: StandIn) -> type[BaseHTTPRequestHandler]:
             server.requests.append(("GET", self.path, None))
             if self.path == "/props" and server.props is not None:
                 return self._json(200, server.props)
+            if self.path in server.pages:
+                return self._json(200, server.pages[self.path])
             if self.path == "/v1/models":
                 entry = {"id": server.name, "object": "model"}
                 if server.models_root:

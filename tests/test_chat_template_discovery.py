@@ -60,6 +60,21 @@ def test_the_tokenizer_of_the_path_a_vllm_server_reports_is_read_offline(tmp_pat
     assert "<|im_start|>" in template.control_tokens and template.eos_token == "<|im_end|>"
 
 
+@pytest.mark.parametrize(
+    "path, answer",
+    [
+        ("/info", {"model_id": "{dir}"}),
+        ("/get_model_info", {"model_path": "{dir}", "tokenizer_path": "{dir}"}),
+    ],
+    ids=["tgi", "sglang"],
+)
+def test_the_model_path_tgi_and_sglang_report_leads_to_its_tokenizer(tmp_path, path, answer):
+    model_dir = str(embedded_model_dir())
+    pages = {path: {k: v.format(dir=model_dir) for k, v in answer.items()}}
+    with StandIn("alias", pages=pages) as server:
+        assert check(server, tmp_path).origin == f"tokenizer of the local directory {model_dir}"
+
+
 def test_chat_template_flag_wins_and_says_so(tmp_path):
     with StandIn("llama", props=LLAMA3_PROPS) as server:
         template = check(server, tmp_path, chat_template=EXPECTED_CHATML)
