@@ -64,19 +64,28 @@ def counted(name: str, fn: Callable[..., dict]) -> Callable[..., dict]:
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> dict:
-        if _meter.get() is not None:  # called by another task's body: that task's stage counts
-            return fn(*args, **kwargs)
-        meter: Usage = {}
-        token = _meter.set(meter)
-        try:
-            with stage(name):
-                result = fn(*args, **kwargs)
-        finally:
-            _meter.reset(token)
-        return {**result, "usage": meter} if isinstance(result, dict) else result
+        # subtle: Dask pickles this wrapper by value; what it uses is imported here, by name,
+        # since a module-level ContextVar cannot be pickled.
+        from tasks.usage import run_counted
+
+        return run_counted(name, fn, args, kwargs)
 
     run.__prefect_task_source__ = fn  # Prefect keys and names the task by `fn`'s code, not this wrapper
     return run
+
+
+def run_counted(name: str, fn: Callable[..., dict], args: tuple, kwargs: dict) -> dict:
+    """`fn(*args, **kwargs)` with a fresh meter; its usage added to the result dict."""
+    if _meter.get() is not None:  # called by another task's body: that task's stage counts
+        return fn(*args, **kwargs)
+    meter: Usage = {}
+    token = _meter.set(meter)
+    try:
+        with stage(name):
+            result = fn(*args, **kwargs)
+    finally:
+        _meter.reset(token)
+    return {**result, "usage": meter} if isinstance(result, dict) else result
 
 
 def add(total: Usage, usage: Usage | None, cached: bool = False) -> Usage:
