@@ -121,3 +121,27 @@ def test_magpie_through_a_props_server_records_the_template_and_its_source(tmp_p
     assert summary["chat_template"]["source"] == f"{server.root}/props"
     card = (tmp_path / "out" / "README.md").read_text()
     assert f"from {server.root}/props" in card and summary["chat_template"]["name"] in card
+
+
+def hub_cache_with_tokenizer(root, repo_id: str) -> None:
+    """A Hugging Face cache holding `repo_id`'s tokenizer files and config (the embedded model's),
+    no weights."""
+    folder = root / f"models--{repo_id.replace('/', '--')}"
+    snapshot = folder / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(snapshot.name)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (snapshot / name).write_bytes((embedded_model_dir() / name).read_bytes())
+
+
+def test_a_served_hub_id_is_read_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    hub_cache_with_tokenizer(tmp_path / "hub", "some-org/Chat-1B-Instruct")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with StandIn("some-org/Chat-1B-Instruct") as server:
+        template = check(server, tmp_path)
+    assert template.origin == "tokenizer of some-org/Chat-1B-Instruct (Hugging Face cache)"
+    assert template.eos_token == "<|im_end|>"
