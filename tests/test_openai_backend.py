@@ -221,3 +221,36 @@ def test_an_unreachable_server_is_a_clear_error():
 def test_a_model_id_without_a_url_scheme_is_rejected():
     with pytest.raises(ValueError, match="http://host:port/v1#model-name"):
         parse_model_id("gpu-box:8000#model")
+
+
+@pytest.mark.parametrize(
+    "status, body, chat_only",
+    [
+        (404, {"detail": "Not Found"}, True),  # a server without the route (FastAPI)
+        (405, {"detail": "Method Not Allowed"}, True),
+        (
+            404,
+            {
+                "error": {
+                    "message": "This is a chat model and not supported in the v1/completions "
+                    "endpoint. Did you mean to use v1/chat/completions?"
+                }
+            },
+            True,
+        ),  # OpenAI's answer
+        (404, {"error": {"message": "The model `tiny` does not exist."}}, False),  # vLLM: a wrong name
+        (401, {"error": {"message": "Invalid API key"}}, False),
+    ],
+)
+def test_a_chat_only_answer_is_told_from_a_wrong_model_name_or_key(scripted, status, body, chat_only):
+    from tasks.backends.openai_backend import ChatOnlyServer
+
+    backend = OpenAIBackend(f"http://127.0.0.1:{scripted.server_port}/v1#tiny")
+    scripted.script = [(status, body)]
+    if chat_only:
+        with pytest.raises(ChatOnlyServer, match="chat messages only"):
+            backend.check_raw_prompts()
+    else:  # a wrong name or key: still one line before the run, but not called chat-only
+        with pytest.raises(ValueError, match=f"answered {status}") as err:
+            backend.check_raw_prompts()
+        assert not isinstance(err.value, ChatOnlyServer)

@@ -133,7 +133,8 @@ class OpenAIBackend:
         return served_template(self.client, self.base_url, self.served_name)
 
     def check_raw_prompts(self) -> None:
-        """Fail in one line when the server takes no raw prompt: one 1-token /completions call."""
+        """Fail in one line when the server takes no raw prompt, or refuses this model name or key:
+        one 1-token /completions call."""
         body = {"model": self.served_name, "prompt": "Hello", "max_tokens": 1, "temperature": 0.0}
         try:
             response = self.client.post("/completions", json=body)
@@ -141,6 +142,12 @@ class OpenAIBackend:
             return  # unreachable now: the first batch's retries will say so
         if response.status_code != 200 and _chat_only(response, self.served_name):
             raise self._chat_only_error(response)
+        if 400 <= response.status_code < 500 and response.status_code not in RETRY_STATUS:
+            raise ValueError(  # a wrong model name or key: say so before the run, not in each batch
+                f"{self.base_url}/completions answered {response.status_code}: "
+                f"{' '.join(response.text.split())[:300]} (check the model name {self.served_name!r}, "
+                "the URL and OPENAI_API_KEY)."
+            )
 
     def _chat_only_error(self, response: httpx.Response) -> ChatOnlyServer:
         return ChatOnlyServer(
