@@ -40,14 +40,19 @@ def check_inputs(
     push_to_hub: str | None = None,
     prompts: Path | None = None,
 ) -> ChatTemplate:
-    """Everything a user can get wrong, checked before any model call; returns the chat template."""
+    """Everything a user can get wrong, checked before any generation; returns the chat template:
+    `--chat-template`, the model's tokenizer, or what a server publishes, never a guess. A server
+    that takes no raw prompt is refused here (one 1-token call tells)."""
     check_destination(output_dir, versioned, push_to_hub)
     load_overrides(prompts)
     if only_instruction and n_turns > 1:
         raise ValueError("--only-instruction writes one instruction per row; drop it or --n-turns.")
     options(system_prompt)  # a malformed list or mapping fails here
-    template = chat_template_for(get_backend(backend, model), chat_template)
+    llm = get_backend(backend, model)
+    template = chat_template_for(llm, chat_template)
     pre_query_template(template)  # a template Magpie cannot cut fails here, with the reason
+    if hasattr(llm, "check_raw_prompts"):
+        llm.check_raw_prompts()
     return template
 
 
@@ -91,8 +96,10 @@ def magpie(
             mapping name -> prompt or name -> [prompt, weight] (the name goes in
             `system_prompt_key`). Multi-turn runs default to the paper's multi-turn prompt.
         chat_template: A Jinja chat template (text or .jinja file) to use instead of the model's.
-        model: Model id: the embedded default, a local model directory, or a Hub id.
-        backend: `transformers` runs the model locally; `fake` is a deterministic stand-in.
+        model: Model id: the embedded default, a local model directory, or a Hub id; with
+            `openai`, the served name, optionally as `http://host:port/v1#name`.
+        backend: `transformers` runs the model locally; `openai` calls an OpenAI-compatible
+            server's raw /v1/completions; `fake` is a deterministic stand-in.
         prompts: A directory of .jinja templates that replace the shipped ones of the same name
             (here magpie/multi_turn_system.jinja): try a prompt without editing prompts/.
         temperature: Sampling temperature of the user turns (the paper samples at 1.0).
@@ -117,6 +124,7 @@ def magpie(
     with overriding(overrides):  # the multi-turn system prompt is a template too
         rows = magpie_rows(num_rows, spec, seed, n_turns)
     opening = {r["system_prompt"]: pre_query_template(template, r["system_prompt"]) for r in rows}
+    logger.info("Chat template %s, from %s", template.name, template.origin)
     for query in opening.values():
         logger.info("Pre-query prompt %r, user turn stops at %s", query.prompt, list(query.stop))
 
@@ -154,7 +162,7 @@ def magpie(
         push_to_hub,
         private,
         versioned,
-        {"pre_query": pre_query},
+        {"pre_query": pre_query, "chat_template": {"name": template.name, "source": template.origin}},
         prompt_overrides=overrides,
     )
 

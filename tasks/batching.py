@@ -15,6 +15,7 @@ from typing import Any
 from prefect import Task, unmapped
 from prefect.futures import PrefectFuture, as_completed, wait
 
+from tasks import usage
 from tasks.progress import stage_progress
 
 Row = dict[str, Any]
@@ -24,12 +25,15 @@ def chunk(rows: Sequence[Row], size: int) -> list[list[Row]]:
     return [list(rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
-def _submit(task: Task, batches: list[list[Row]], names: list[str], params: dict) -> list[PrefectFuture]:
+def _submit(
+    task: Task, batches: list[list[Row]], names: list[str], params: dict, tokens: usage.StageTokens
+) -> list[PrefectFuture]:
     futures = task.map(batches, batch_index=names, **{k: unmapped(v) for k, v in params.items()})
     # Every batch ends before any result is read, so no finished work is thrown away.
     with stage_progress(task.name, len(futures)) as advance:
-        for _ in as_completed(futures):
+        for future in as_completed(futures):
             advance(1)
+            tokens.add(future)
     wait(futures)
     return futures
 
@@ -54,12 +58,15 @@ def failure(stage: str, row: Row, error: BaseException) -> dict[str, Any]:
 
 def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any) -> dict:
     """Run `task(batch, batch_index=i, **params)` over every batch; gather, in input order, the
-    rows and drop records the batches return, plus a failure record for each row that failed."""
+    rows and drop records the batches return, plus a failure record for each row that failed, and
+    the stage's token usage (tasks/usage.py)."""
     batches = chunk(rows, batch_size)
-    out: dict[str, list] = {"rows": [], "drops": [], "failures": []}
+    out: dict[str, Any] = {"rows": [], "drops": [], "failures": [], "usage": {}}
     if not batches:
         return out
-    futures = _submit(task, batches, [str(i) for i in range(len(batches))], params)
+    tokens = usage.StageTokens(task.name, len(batches))
+    out["usage"] = tokens.usage
+    futures = _submit(task, batches, [str(i) for i in range(len(batches))], params, tokens)
     for index, (batch, future) in enumerate(zip(batches, futures)):
         if _error(future) is None:
             result = future.result()
@@ -68,7 +75,7 @@ def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any)
             continue
         # Isolate: each row alone (with its own retries), so one bad row cannot sink the batch.
         names = [f"{index}.{j}" for j in range(len(batch))]
-        for row, single in zip(batch, _submit(task, [[r] for r in batch], names, params)):
+        for row, single in zip(batch, _submit(task, [[r] for r in batch], names, params, tokens)):
             if (error := _error(single)) is not None:
                 out["failures"].append(failure(task.name, row, error))
             else:
@@ -85,11 +92,13 @@ class Ledger:
         self.drops: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
+        self.usage: usage.Usage = {}
 
     def rows(self, result: dict, stage: str | None = None) -> list[Row]:
         """The rows of a `map_batches` result; its drops and failures are recorded here."""
         self.drops += result["drops"]
         self.failures += result.get("failures", [])
+        usage.add(self.usage, result.get("usage"))
         if stage:
             self.counts[stage] = self.counts.get(stage, 0) + len(result["rows"])
         return result["rows"]

@@ -95,8 +95,11 @@ def technique_task(
     the batch's content, persisted, retried on transient backend errors (which must raise).
     `run_name` names each run: a format string over its parameters or a function (Prefect's
     `task_run_name`; default `name[batch_index]`). A task that takes `prompt_overrides` renders
-    with them (see `with_prompt_overrides`)."""
+    with them (see `with_prompt_overrides`). Each result carries its model calls' token usage
+    (tasks/usage.py), so a cached batch still reports what it cost."""
     from prefect import task
+
+    from tasks.usage import counted
 
     decorate = task(
         name=name,
@@ -107,4 +110,10 @@ def technique_task(
         retry_delay_seconds=[1, 3],
         retry_condition_fn=transient,
     )
-    return lambda fn: decorate(with_prompt_overrides(fn))
+
+    def wrap(fn: Callable) -> Any:
+        run = counted(name, with_prompt_overrides(fn))
+        run.__prefect_task_source__ = fn  # Prefect's task key and source: the technique's
+        return decorate(run)
+
+    return wrap

@@ -10,6 +10,7 @@ import json
 from pathlib import PurePath
 from typing import Any
 
+from tasks import usage
 from tasks.prompt_overrides import overrides_markdown
 from tasks.quality import generated, plot_names, quality_markdown
 from tasks.report import evolutions_markdown, truncation_markdown
@@ -109,6 +110,12 @@ def pretty_name(flow: str) -> str:
     return f"Synthetic instruction data ({flow})"
 
 
+def _chat_template(summary: dict[str, Any]) -> str:
+    """Which chat template a run rendered raw prompts with (Magpie), and where it was found."""
+    found = summary.get("chat_template")
+    return f"\nChat template: `{found['name']}`, from {found['source']}.\n" if found else ""
+
+
 def render_card(
     flow: str,
     parameters: dict[str, Any],
@@ -150,6 +157,7 @@ Flow parameters:
 ```
 
 Prompt templates: {", ".join(f"`{t}`" for t in templates) or "none"}.
+{_chat_template(summary)}
 
 {overrides_markdown(summary)}
 
@@ -170,6 +178,8 @@ Rows that failed with errors: {summary.get("failures", 0)}.
 {quality_markdown(quality) if quality else ""}
 
 {plots}
+
+{usage.markdown(summary.get("usage", {}))}
 
 ## Sample
 

@@ -7,11 +7,18 @@ Rendering goes through transformers' own renderer (`render_jinja_template`, what
 `apply_chat_template` calls), so a template renders here exactly as it does for the model. The
 helpers below read a template's behaviour by rendering marker messages: where a system prompt can
 go, what comes before and after a message, which system prompt it writes on its own.
+
+Where the template comes from is never guessed (`chat_template_for`): `--chat-template`; the
+tokenizer of a local backend; what a server publishes (tasks/backends/server_template.py); the
+tokenizer of the served model's name or path when this machine holds it (a directory, or the
+Hugging Face cache, offline, tokenizer files only); otherwise one error line naming
+`--chat-template`. `origin` says which, and goes into every row and the dataset card.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +26,12 @@ from jinja2.exceptions import TemplateError
 from pydantic import BaseModel, ConfigDict
 
 from tasks.backends import Message
+from tasks.backends.base import ServedTemplate
+from tasks.backends.fake import CHATML_SOURCE
 
 # Plain words: templates `trim` message content, which would eat control characters.
 MARKER = "MagpieUserText4f1c"
 PROBE = "MagpieSystemProbe7d3a"
-
-# A backend without a tokenizer (the fake) speaks ChatML, the family of the embedded model.
-CHATML_SOURCE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
-    "+ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-    "{% endif %}"
-)
 
 
 class ChatTemplate(BaseModel):
@@ -40,6 +42,7 @@ class ChatTemplate(BaseModel):
     source: str
     special_tokens: dict[str, str] = {}
     control_tokens: tuple[str, ...] = ()
+    origin: str = ""  # where the template was found: provenance, shown in rows and the card
 
     @property
     def name(self) -> str:
@@ -71,17 +74,28 @@ CHATML = ChatTemplate(
     source=CHATML_SOURCE,
     special_tokens={"eos_token": "<|im_end|>"},
     control_tokens=("<|im_start|>", "<|im_end|>"),
+    origin="ChatML",
 )
+# Spellings of control tokens in template text, for a template known without its tokenizer:
+# <|eot_id|>, <start_of_turn>, [INST], </s>.
+_CONTROL = re.compile(r"<\|[^|<>\s]{1,40}\|>|</?[a-z_]{1,30}>|\[/?[A-Z_]{2,20}\]")
 
 
-def from_tokenizer(tokenizer: Any, override: str | None = None) -> ChatTemplate:
+def control_tokens_in(source: str) -> tuple[str, ...]:
+    """The control tokens a template's text writes, for templates known without a tokenizer."""
+    return tuple(sorted(set(_CONTROL.findall(source))))
+
+
+def from_tokenizer(tokenizer: Any, override: str | None = None, origin: str = "") -> ChatTemplate:
     """The chat template of a Hugging Face tokenizer (or `override`, a Jinja text, instead)."""
     source = override or _tokenizer_template(tokenizer)
     specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    name = getattr(tokenizer, "name_or_path", "") or "a tokenizer"
     return ChatTemplate(
         source=source,
         special_tokens=specials,
         control_tokens=tuple(sorted(tokenizer.added_tokens_encoder)),
+        origin=origin or ("--chat-template" if override else f"tokenizer of {name}"),
     )
 
 
@@ -113,22 +127,72 @@ def load_tokenizer(model: str) -> Any:
     """Only the tokenizer of a model id (the embedded model, a directory or a Hub id): no weights."""
     from transformers import AutoTokenizer
 
-    from tasks.backends.transformers_backend import _hub_options, resolve_model
+    from tasks.backends.transformers_backend import hub_options, resolve_model
 
     source = resolve_model(model)
     try:
-        return AutoTokenizer.from_pretrained(source, **_hub_options(source, model))
+        return AutoTokenizer.from_pretrained(source, **hub_options(source, model))
     except (OSError, ValueError) as err:
         raise ValueError(f"Cannot load the tokenizer of {model!r}: {err}") from None
 
 
+def local_tokenizer(name: str) -> tuple[Any, str] | None:
+    """(tokenizer, where) of a served model's name or path when this machine holds its tokenizer:
+    a local directory, or a Hub id in the Hugging Face cache. Offline, tokenizer files only."""
+    from huggingface_hub import try_to_load_from_cache
+    from transformers import AutoTokenizer
+
+    path = Path(name).expanduser()
+    if path.is_dir():
+        source, where, options = str(path), f"tokenizer of the local directory {name}", {}
+    else:
+        try:
+            cached = try_to_load_from_cache(name, "tokenizer_config.json")
+        except ValueError:  # not a repo id (a URL, an alias with spaces...)
+            return None
+        if not isinstance(cached, str):
+            return None
+        source, where, options = name, f"tokenizer of {name} (Hugging Face cache)", {"local_files_only": True}
+    try:
+        return AutoTokenizer.from_pretrained(source, **options), where
+    except (OSError, ValueError):
+        return None
+
+
+def from_served(served: ServedTemplate, override: str | None, model: str) -> ChatTemplate:
+    """The template of a backend without a tokenizer: `override`, else the one it publishes, else
+    its model's tokenizer held on this machine; else a ValueError saying what was tried."""
+    found = next(filter(None, map(local_tokenizer, served.model_names)), None)
+    if found and not (override or served.source):
+        return from_tokenizer(found[0], origin=found[1])
+    source = override or served.source
+    if not source:
+        names = ", ".join(map(repr, served.model_names)) or repr(model)
+        raise ValueError(
+            f"No chat template for {model!r}: the server publishes none ({'; '.join(served.asked)}) "
+            f"and no tokenizer of {names} is on this machine (a directory or the Hugging Face cache). "
+            "Pass --chat-template with the model's Jinja chat template (text or a .jinja file)."
+        )
+    origin = "--chat-template" if override else served.where
+    if found:  # the same model's tokenizer knows its special and control tokens
+        return from_tokenizer(found[0], source, origin)
+    return ChatTemplate(
+        source=source,
+        special_tokens=served.special_tokens,
+        control_tokens=control_tokens_in(source),
+        origin=origin,
+    )
+
+
 def chat_template_for(backend: Any, override: str | None = None) -> ChatTemplate:
-    """The template a loaded backend renders with: its tokenizer's, or ChatML when it has none."""
+    """The template a loaded backend renders with: its tokenizer's, or, for a backend without one
+    (a server, the fake), found as `from_served` says. Never a guess."""
+    model = str(getattr(backend, "model_id", None) or getattr(backend, "model", ""))
     tokenizer = getattr(backend, "tokenizer", None)
     if tokenizer is not None:
-        return from_tokenizer(tokenizer, read_override(override))
-    source = read_override(override)
-    return CHATML.model_copy(update={"source": source}) if source else CHATML
+        text = read_override(override)
+        return from_tokenizer(tokenizer, text, "" if text else f"tokenizer of {model}")
+    return from_served(backend.served_template(), read_override(override), model)
 
 
 def resolve(template: Any, override: str | None = None) -> ChatTemplate:
@@ -136,9 +200,8 @@ def resolve(template: Any, override: str | None = None) -> ChatTemplate:
     if isinstance(template, ChatTemplate):
         return template
     if isinstance(template, str):
-        if template.split("?")[0] == "fake":
-            return chat_template_for(None, override)
-        return from_tokenizer(load_tokenizer(template), read_override(override))
+        origin = "" if override else f"tokenizer of {template}"
+        return from_tokenizer(load_tokenizer(template), read_override(override), origin)
     return from_tokenizer(template, read_override(override))
 
 

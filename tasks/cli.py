@@ -15,6 +15,7 @@ from prefect import Flow
 from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
+from tasks import usage
 from tasks.dataset import OutputDirError
 from tasks.runners import with_task_runner
 from tasks.seeds import SeedError
@@ -76,6 +77,8 @@ def print_summary(result: dict[str, Any]) -> None:
         print("Dropped, by stage and reason (details in drops.jsonl):")
         for reason, count in result["drops"].items():
             print(f"  {reason:<36} {count}")
+    if tokens := usage.console(result.get("usage", {})):
+        print(tokens)
     if result.get("failures"):
         print(
             f"Failed with errors: {result['failures']} rows (failures.jsonl). "

@@ -16,6 +16,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from tasks import usage
 from tasks.report import evolutions_markdown, techniques_used, truncation, truncation_markdown
 from tasks.rows import Row
 
@@ -59,6 +60,7 @@ def report_markdown(summary: dict[str, Any]) -> str:
         f"| dropped: stage:reason | count |\n|---|---|\n{drops}",
         f"Rows that failed with errors: {summary['failures']}",
         _quality(summary),
+        usage.markdown(summary.get("usage", {})),
     ]
     return "\n\n".join(s for s in sections if s)
 
@@ -87,6 +89,7 @@ def summarize(rows: list[Row], ledger: Any, seeds: int) -> dict:
         "failures": len(ledger.failures),
         "techniques": techniques_used(rows, ledger.counts, ledger.drops),
         "truncation": truncation(rows, ledger.drops),
+        "usage": usage.summary(getattr(ledger, "usage", {})),
     }
 
 

@@ -20,7 +20,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from tasks import chat_templates
+from tasks import chat_templates, usage
 from tasks.backends import Backend, Generation, GenerationParams, Message, get_backend
 from tasks.caching import technique_task
 from tasks.chat_templates import (
@@ -70,7 +70,7 @@ def pre_query_template(
 
     Args:
         tokenizer_or_model_id: A Hugging Face tokenizer, a model id (only its tokenizer is
-            loaded), "fake" (ChatML), or a ChatTemplate.
+            loaded), or a ChatTemplate.
         system_prompt: The conversation's system prompt, if any.
         history: Earlier turns (user, assistant, user, assistant...), without the system prompt.
         chat_template: A Jinja chat template (text or file) to use instead of the model's own.
@@ -162,7 +162,8 @@ def ask_users(llm: Backend, template, rows, conversations, params, turn) -> tupl
 def answer_users(llm: Backend, template, rows, conversations, params, turn, truncated):
     """One assistant turn for every row, with the normal chat template (one model call)."""
     prompts = [reply_prompt(template, r["system_prompt"], conversations[r["id"]]) for r in rows]
-    outputs = llm.generate(prompts, call_params(params, rows, "assistant", turn))
+    with usage.stage(RESPONSE_STAGE):
+        outputs = llm.generate(prompts, call_params(params, rows, "assistant", turn))
     kept, drops = [], []
     for row, out in zip(rows, outputs):
         failed = generation_drop(RESPONSE_STAGE, out, row)
@@ -213,7 +214,13 @@ def generate_conversations(
             break
         live, lost = answer_users(llm, chat_template, live, conversations, response_params, turn, truncated)
         drops += lost
-    base = {"model": model, "backend": backend}
+    # Provenance: which chat template cut the pre-query prompts, and where it was found.
+    base = {
+        "model": model,
+        "backend": backend,
+        "chat_template": chat_template.name,
+        "chat_template_source": chat_template.origin,
+    }
     params = params.model_copy(update={"stop": tuple(sorted(stops))})  # provenance: the derived stops
     out = []
     for row in live:

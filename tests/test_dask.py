@@ -19,7 +19,7 @@ def read_rows(path):
 
 
 def test_dask_cluster_with_two_workers_writes_the_same_dataset(tmp_path, fake):
-    instruct(**SMALL, output_dir=tmp_path / "threads")
+    threads = instruct(**SMALL, output_dir=tmp_path / "threads")
     assert fake.calls  # the default runner calls the backend in this process
     fake.calls.clear()
     on_dask = with_task_runner(instruct, dask_workers=2)
@@ -30,6 +30,10 @@ def test_dask_cluster_with_two_workers_writes_the_same_dataset(tmp_path, fake):
     assert len(list((tmp_path / "dask-results").iterdir())) >= 4  # batches the workers computed
     assert read_rows(tmp_path / "dask") == read_rows(tmp_path / "threads")
     assert summary["rows"] == len(read_rows(tmp_path / "threads")) > 0
+    tokens = {stage: (u["prompt_tokens"], u["completion_tokens"]) for stage, u in summary["usage"].items()}
+    assert tokens == {
+        stage: (u["prompt_tokens"], u["completion_tokens"]) for stage, u in threads["usage"].items()
+    }
 
 
 def test_dask_options_are_checked():

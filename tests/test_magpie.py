@@ -147,7 +147,7 @@ def test_smollm2_pre_query_keeps_its_default_system_prompt_once(smollm2):
 
 def test_a_model_id_gives_the_same_derivation_as_its_tokenizer(smollm2):
     assert pre_query_template(EMBEDDED_MODEL, SYSTEM) == pre_query_template(smollm2, SYSTEM)
-    assert pre_query_template("fake").prompt == "<|im_start|>user\n"
+    assert pre_query_template(CHATML).prompt == "<|im_start|>user\n"
 
 
 def test_an_explicit_chat_template_replaces_the_models(smollm2, tmp_path):
@@ -182,7 +182,7 @@ def test_unusable_templates_fail_with_the_fix(template, message):
 
 def test_history_must_alternate_and_end_with_the_assistant():
     with pytest.raises(ValueError, match="alternate user/assistant"):
-        pre_query_template("fake", history=[{"role": "user", "content": "Hi"}])
+        pre_query_template(CHATML, history=[{"role": "user", "content": "Hi"}])
 
 
 @pytest.mark.parametrize(
@@ -212,5 +212,5 @@ def test_a_template_that_silently_drops_the_system_role_gets_it_in_the_user_turn
         "{% for m in messages %}{% if m['role'] != 'system' %}<|im_start|>{{ m['role'] }}\n"
         "{{ m['content'] }}<|im_end|>\n{% endif %}{% endfor %}"
     )
-    query = pre_query_template("fake", SYSTEM, chat_template=drops_system)
+    query = pre_query_template(CHATML.model_copy(update={"source": drops_system}), SYSTEM)
     assert query.prompt == "<|im_start|>user\nBe brief.\n\n" and query.system_merged

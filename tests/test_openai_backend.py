@@ -1,6 +1,6 @@
 """The OpenAI-compatible backend against real servers on loopback: `transformers serve` with the
-embedded model (the same weights must give the same greedy text as the local backend), and a tiny
-scripted HTTP server for the retry and error paths."""
+embedded model (the same weights must give the same greedy text as the local backend, and Magpie
+through it the local backend's rows), and a tiny scripted HTTP server for the retry and error paths."""
 
 import json
 import os
@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.magpie import magpie
 from tasks.backends import GenerationParams, get_backend
+from tasks.backends import openai_backend as openai_module
 from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
 from tasks.backends.openai_backend import OpenAIBackend, parse_model_id
 
@@ -66,6 +68,79 @@ def test_served_model_gives_the_local_greedy_text(served_model):
     assert all(g.text for g in remote)
     assert [g.finish_reason for g in remote] == [g.finish_reason for g in local]
     assert all(g.prompt_tokens > 0 and 0 < g.completion_tokens <= 16 for g in remote)
+
+
+SMALL_MAGPIE = {"max_instruction_tokens": 48, "max_new_tokens": 16, "batch_size": 4}
+
+
+def shape(row: dict) -> tuple:
+    """What must not depend on the backend: the columns, the stages, the generation settings."""
+    generation = json.loads(row["generation"])
+    return (sorted(row), row["techniques"], row["templates"], {k: sorted(v) for k, v in generation.items()})
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Every (path, body) the OpenAI backend sends."""
+    bodies, build = [], openai_module.request_body
+
+    def spy(name, prompt, params):
+        path, body = build(name, prompt, params)
+        bodies.append((path, body))
+        return path, body
+
+    monkeypatch.setattr(openai_module, "request_body", spy)
+    return bodies
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_magpie_through_transformers_serve_gives_the_local_backends_rows(served_model, sent, tmp_path):
+    model_dir = served_model.split("#", 1)[1]
+    out = tmp_path / "s"
+    served = magpie(backend="openai", model=served_model, num_rows=4, output_dir=out, **SMALL_MAGPIE)
+    assert served["chat_template"]["source"] == f"tokenizer of the local directory {model_dir}"
+    users = [body for path, body in sent if body.get("prompt", "").endswith("<|im_start|>user\n")]
+    assert len(users) == 4 and all(path == "/completions" for path, _ in sent)
+    assert all(body["stop"] == ["<|im_end|>"] for body in users)  # stopped at the derived end of turn
+    assert served["usage"]["magpie"]["completion_tokens"] > 0  # the server's own counts
+
+    local = magpie(num_rows=4, output_dir=tmp_path / "l", **SMALL_MAGPIE)
+    assert served["pre_query"] == local["pre_query"] and local["usage"]["magpie"]["completion_tokens"] > 0
+    assert served["chat_template"]["name"] == local["chat_template"]["name"]
+    served_rows, local_rows = read_rows(tmp_path / "s"), read_rows(tmp_path / "l")
+    assert served_rows and local_rows
+    assert {json.dumps(shape(r)) for r in served_rows} == {json.dumps(shape(r)) for r in local_rows}
+    for row in served_rows:
+        assert row["backend"] == "openai" and row["instruction"].strip() and row["response"].strip()
+        assert "<|im_" not in row["instruction"] + row["response"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
+def test_two_turn_magpie_through_transformers_serve(served_model, sent, tmp_path):
+    system = "You are a helpful assistant."
+    summary = magpie(
+        backend="openai",
+        model=served_model,
+        num_rows=3,
+        n_turns=2,
+        system_prompt=system,
+        output_dir=tmp_path / "two",
+        **{**SMALL_MAGPIE, "max_instruction_tokens": 96},
+    )
+    users = [b for _, b in sent if b.get("prompt", "").endswith("<|im_start|>user\n")]
+    second = [b for b in users if b["prompt"].count("<|im_start|>user") == 2]  # after a whole turn
+    assert second and all(b["stop"] == ["<|im_end|>"] for b in users)
+    assert all(b["prompt"].count("<|im_start|>system") == 1 for b in second)
+    dropped = sum(n for reason, n in summary["drops"].items() if not reason.startswith("deduplicate"))
+    assert summary["rows_per_stage"]["magpie"] + dropped == 3  # every row complete or dropped with a reason
+    for row in read_rows(tmp_path / "two"):
+        assert [m["role"] for m in row["conversation"]] == ["user", "assistant"] * 2
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in open(path / "data.jsonl")]
 
 
 class Scripted(BaseHTTPRequestHandler):
@@ -146,3 +221,36 @@ def test_an_unreachable_server_is_a_clear_error():
 def test_a_model_id_without_a_url_scheme_is_rejected():
     with pytest.raises(ValueError, match="http://host:port/v1#model-name"):
         parse_model_id("gpu-box:8000#model")
+
+
+@pytest.mark.parametrize(
+    "status, body, chat_only",
+    [
+        (404, {"detail": "Not Found"}, True),  # a server without the route (FastAPI)
+        (405, {"detail": "Method Not Allowed"}, True),
+        (
+            404,
+            {
+                "error": {
+                    "message": "This is a chat model and not supported in the v1/completions "
+                    "endpoint. Did you mean to use v1/chat/completions?"
+                }
+            },
+            True,
+        ),  # OpenAI's answer
+        (404, {"error": {"message": "The model `tiny` does not exist."}}, False),  # vLLM: a wrong name
+        (401, {"error": {"message": "Invalid API key"}}, False),
+    ],
+)
+def test_a_chat_only_answer_is_told_from_a_wrong_model_name_or_key(scripted, status, body, chat_only):
+    from tasks.backends.openai_backend import ChatOnlyServer
+
+    backend = OpenAIBackend(f"http://127.0.0.1:{scripted.server_port}/v1#tiny")
+    scripted.script = [(status, body)]
+    if chat_only:
+        with pytest.raises(ChatOnlyServer, match="chat messages only"):
+            backend.check_raw_prompts()
+    else:  # a wrong name or key: still one line before the run, but not called chat-only
+        with pytest.raises(ValueError, match=f"answered {status}") as err:
+            backend.check_raw_prompts()
+        assert not isinstance(err.value, ChatOnlyServer)

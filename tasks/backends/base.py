@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,9 +39,25 @@ class Generation:
     completion_tokens: int = 0
 
 
+@dataclass(frozen=True)
+class ServedTemplate:
+    """What a backend without a tokenizer can tell about the chat template of the model it serves:
+    the Jinja text it publishes (with `where` it came from and the special tokens published beside
+    it), the model names or paths whose tokenizer may hold it, and what was asked (for the error
+    line when nothing is found)."""
+
+    source: str | None = None
+    where: str = ""
+    special_tokens: dict[str, str] = field(default_factory=dict)
+    model_names: tuple[str, ...] = ()
+    asked: tuple[str, ...] = ()
+
+
 class Backend(Protocol):
     """A loaded model. `generate` is batched: prompts in, one Generation per prompt out, same order.
-    It raises on backend failures (so Prefect retries the batch and never caches it as done)."""
+    It raises on backend failures (so Prefect retries the batch and never caches it as done).
+    A backend with no `tokenizer` attribute (a server, the fake) has `served_template()` instead,
+    so Magpie can find the chat template it must cut its pre-query prompt from."""
 
     name: str
 

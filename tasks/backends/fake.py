@@ -10,7 +10,11 @@ id may carry options as a query string, e.g. `fake?delay=0.05&fail_rate=0.3`:
   goes away: the same content fails at most twice in a row, so a third try gets through;
 - `fail_on`: a prompt containing this text always raises (a permanent error);
 - `context`: prompts longer than this many words come back as `prompt_too_long`;
-- `log`: a file to which every prompt is appended as a JSON line (to count calls across processes).
+- `log`: a file to which every prompt is appended as a JSON line (to count calls across processes);
+- `template`: `none` makes it publish no chat template (it publishes ChatML, the embedded model's
+  family, otherwise), as a server that says nothing about its template would.
+
+Token counts are words (prompt and output), so tests can check the run's token accounting.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
-from tasks.backends.base import Generation, GenerationParams, Prompt
+from tasks.backends.base import Generation, GenerationParams, Prompt, ServedTemplate
 
 _VERBS = ["Explain", "Describe", "Compare", "Summarize", "List", "Outline", "Evaluate", "Predict"]
 _NOUNS = [
@@ -47,6 +51,12 @@ _NOUNS = [
 _ASPECTS = ["history", "main causes", "trade-offs", "daily impact", "open questions", "key steps"]
 
 Responder = Callable[[Prompt, GenerationParams], str]
+
+CHATML_SOURCE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+    "+ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% endif %}"
+)
 
 
 def prompt_text(prompt: Prompt) -> str:
@@ -77,6 +87,7 @@ class FakeBackend:
         self.fail_on = options.get("fail_on")
         self.context = int(options.get("context", 0))
         self.log = options.get("log")
+        self.publishes_template = options.get("template", "chatml") != "none"
         self._attempts: Counter[str] = Counter()
         self.responder: Responder = fake_text
         self.calls: list[tuple[list[Prompt], GenerationParams]] = []
@@ -86,6 +97,12 @@ class FakeBackend:
     def prompts(self) -> list[Prompt]:
         """Every prompt this backend has been asked to complete, in call order."""
         return [p for prompts, _ in self.calls for p in prompts]
+
+    def served_template(self) -> ServedTemplate:
+        """ChatML, published the way a server publishes its template (unless `template=none`)."""
+        if not self.publishes_template:
+            return ServedTemplate(asked=("the fake backend (template=none)",))
+        return ServedTemplate(CHATML_SOURCE, "fake backend (ChatML)", {"eos_token": "<|im_end|>"})
 
     def _fail_if_asked(self, prompts: list[Prompt]) -> None:
         texts = [prompt_text(p) for p in prompts]

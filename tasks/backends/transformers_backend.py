@@ -48,7 +48,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _hub_options(source: str, model: str) -> dict:
+def hub_options(source: str, model: str) -> dict:
     """from_pretrained options for a Hub id: the local HF cache when the Hub is out of reach."""
     if Path(source).exists() or hub_reachable():
         return {}
@@ -83,7 +83,7 @@ def load_model(model: str, device: str | None = None):
     transformers.utils.logging.disable_progress_bar()
     source = resolve_model(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    options = {**_hub_options(source, model), "trust_remote_code": trust_remote_code()}
+    options = {**hub_options(source, model), "trust_remote_code": trust_remote_code()}
     try:
         AutoConfig.from_pretrained(source, **options)  # first: the clearest error for a bad model
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
