@@ -76,22 +76,24 @@ def main() -> None:
         outputs = llm.generate([build_messages(row, template) for row in rows], answer)
         sources = [row["context"] + " " + row["instruction"] for row in rows]
         scores = [unsupported(out.text, source) for source, out in zip(sources, outputs)]
+        total_words = sum(len(out.text.split()) for out in outputs)
         results[name] = {
             "responses": len(rows),
+            "words_per_response": round(total_words / len(rows), 1),
             "facts_per_response": round(statistics.fmean(s[0] for s in scores), 2),
             "unsupported_per_response": round(statistics.fmean(s[1] for s in scores), 2),
             "responses_with_unsupported": round(sum(s[1] > 0 for s in scores) / len(scores), 3),
             "unsupported_numbers_per_response": round(statistics.fmean(s[2] for s in scores), 2),
+            # Grounded answers run shorter; these two do not reward length.
+            "unsupported_per_100_words": round(100 * sum(s[1] for s in scores) / max(total_words, 1), 2),
+            "share_of_facts_unsupported": round(
+                sum(s[1] for s in scores) / max(sum(s[0] for s in scores), 1), 3
+            ),
             "answers": [out.text for out in outputs],
         }
     print(f"{len(rows)} questions from {len(seeds)} passages, model {args.model}")
     print(f"{'':32}{'ungrounded':>12}{'grounded':>12}")
-    for key in (
-        "facts_per_response",
-        "unsupported_per_response",
-        "responses_with_unsupported",
-        "unsupported_numbers_per_response",
-    ):
+    for key in [k for k in results["grounded"] if k != "answers"]:
         print(f"{key:32}{results['ungrounded'][key]:>12}{results['grounded'][key]:>12}")
     if args.json:
         pairs = [

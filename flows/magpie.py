@@ -23,6 +23,7 @@ from tasks.magpie_rows import drop_duplicates, magpie_rows, options, parse_spec
 from tasks.prompt_overrides import load_overrides
 from tasks.prompts import overriding
 from tasks.publish import check_destination, publish
+from tasks.targets import next_count, shortfall_message, take_first
 
 Positive = Annotated[int, Field(gt=0)]
 SystemPrompt = str | list[str] | dict[str, str | tuple[str, float]] | None
@@ -77,6 +78,7 @@ def magpie(
     max_instruction_tokens: Positive = 128,
     max_new_tokens: Positive = 256,
     batch_size: Positive = 32,
+    max_rounds: Positive = 5,
     seed: int = 0,
     output_dir: Path = Path("output/magpie"),
     versioned: bool = False,
@@ -87,7 +89,8 @@ def magpie(
     """Generate instructions and conversations with Magpie, from the model's chat template alone.
 
     Args:
-        num_rows: Rows (conversations) to attempt; failed ones are dropped, with a reason.
+        num_rows: Rows (conversations) to write: rows that fail a filter are dropped with a reason
+            and generated again in further rounds until this many pass (see max_rounds).
         n_turns: User/assistant turns per conversation; 1 gives instruction/response rows.
         only_instruction: Write only the instruction, no response (one turn).
         end_with_user: End each conversation with a user turn (no last response).
@@ -107,6 +110,7 @@ def magpie(
         max_instruction_tokens: Longest user turn; one that runs longer is dropped.
         max_new_tokens: Longest response, in tokens.
         batch_size: Rows per task run: the unit of caching, retries and resume.
+        max_rounds: Most rounds of generation to reach num_rows; the run says how far it got.
         seed: Run seed: fixes sampling and each row's choice of system prompt.
         output_dir: Where the dataset directory is written (replaced whole on success).
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
@@ -121,37 +125,53 @@ def magpie(
         model, backend, output_dir, n_turns, only_instruction, spec, chat_template, versioned, push_to_hub
     )
     overrides = load_overrides(prompts)  # templates that shadow the shipped ones
-    with overriding(overrides):  # the multi-turn system prompt is a template too
-        rows = magpie_rows(num_rows, spec, seed, n_turns)
-    opening = {r["system_prompt"]: pre_query_template(template, r["system_prompt"]) for r in rows}
     logger.info("Chat template %s, from %s", template.name, template.origin)
-    for query in opening.values():
-        logger.info("Pre-query prompt %r, user turn stops at %s", query.prompt, list(query.stop))
-
-    # 1. Each turn: the model writes the user's message from the pre-query prompt, then answers it
-    #    with its normal chat template. Rows whose user turn fails are dropped with a reason.
-    generated = map_batches(
-        generate_conversations,
-        rows,
-        batch_size,
-        chat_template=template,
-        model=model,
-        backend=backend,
-        params=GenerationParams(
-            max_new_tokens=max_instruction_tokens, temperature=temperature, top_p=1.0, seed=seed
-        ),
-        response_params=GenerationParams(
-            max_new_tokens=max_new_tokens, temperature=response_temperature, seed=seed
-        ),
-        n_turns=n_turns,
-        only_instruction=only_instruction,
-        end_with_user=end_with_user,
-        include_system_prompt=include_system_prompt,
+    ledger, final, opening, attempted = Ledger(), [], {}, 0
+    user_params = GenerationParams(
+        max_new_tokens=max_instruction_tokens, temperature=temperature, top_p=1.0, seed=seed
     )
-    # 2. Drop repeated opening queries, then save (and push).
-    ledger = Ledger()
-    final, duplicates = drop_duplicates(ledger.rows(generated, "magpie"))
-    ledger.drops += duplicates
+    response_params = GenerationParams(
+        max_new_tokens=max_new_tokens, temperature=response_temperature, seed=seed
+    )
+    # Filters drop part of every round, so later rounds ask again for what is missing (scaled by
+    # the share kept so far) until `num_rows` rows pass, or `max_rounds` rounds are spent.
+    rounds_run = 0
+    for round_ in range(1, max_rounds + 1):
+        if (short := num_rows - len(final)) <= 0:
+            break
+        rounds_run = round_
+        with overriding(overrides):  # the multi-turn system prompt is a template too
+            rows = magpie_rows(next_count(short, attempted, len(final)), spec, seed, n_turns, start=attempted)
+        attempted += len(rows)
+        for r in rows:
+            if r["system_prompt"] not in opening:
+                opening[r["system_prompt"]] = query = pre_query_template(template, r["system_prompt"])
+                logger.info("Pre-query prompt %r, user turn stops at %s", query.prompt, list(query.stop))
+
+        # 1. Each turn: the model writes the user's message from the pre-query prompt, then answers
+        #    it with its normal chat template. Rows whose user turn fails are dropped with a reason.
+        generated = map_batches(
+            generate_conversations,
+            rows,
+            batch_size,
+            chat_template=template,
+            model=model,
+            backend=backend,
+            params=user_params,
+            response_params=response_params,
+            n_turns=n_turns,
+            only_instruction=only_instruction,
+            end_with_user=end_with_user,
+            include_system_prompt=include_system_prompt,
+        )
+        # 2. Drop repeated opening queries (against every row kept so far), keep what is missing.
+        kept, duplicates = drop_duplicates([*final, *ledger.rows(generated, "magpie")])
+        new, over = take_first(kept[len(final) :], short)
+        ledger.drops += duplicates + over
+        final += new
+
+    if len(final) < num_rows:
+        logger.warning(shortfall_message(len(final), num_rows, rounds_run, ledger.drops))
     pre_query = [{"prompt": q.prompt, "stop": list(q.stop)} for q in opening.values()]
     return publish(
         "magpie",
@@ -162,7 +182,12 @@ def magpie(
         push_to_hub,
         private,
         versioned,
-        {"pre_query": pre_query, "chat_template": {"name": template.name, "source": template.origin}},
+        {
+            "pre_query": pre_query,
+            "chat_template": {"name": template.name, "source": template.origin},
+            "target_rows": num_rows,
+            "rounds": rounds_run,
+        },
         prompt_overrides=overrides,
     )
 

@@ -24,6 +24,7 @@ from tasks.respond import generate_responses
 from tasks.rows import Row, drop
 from tasks.seed_tasks import load_seed_tasks
 from tasks.self_instruct_bootstrap import STAGE, bootstrap_instructions
+from tasks.targets import shortfall_message
 
 Positive = Annotated[int, Field(gt=0)]
 
@@ -120,54 +121,57 @@ def self_instruct(
 
     # 1. Bootstrap: each round samples in-context examples from the pool, asks for new tasks and
     #    keeps those that pass the filters and are not similar to any instruction in the pool.
+    # 2. A response for every new instruction; an instruction whose response fails every draw is
+    #    replaced by bootstrapping further, until `num_instructions` rows are answered.
     ledger = Ledger()
-    generated: list[Row] = []
+    generated: list[Row] = []  # the pool's generated instructions, in the order they were kept
+    final: list[Row] = []
     rounds: list[dict] = []
-    with stage_progress(STAGE, num_instructions, "instructions", log_every=num_instructions) as advance:
-        for round_ in range(1, max_rounds + 1):
-            if len(generated) >= num_instructions:
+    round_, answered_up_to = 0, 0
+    with stage_progress(STAGE, num_instructions, "rows", log_every=num_instructions) as advance:
+        while (need := num_instructions - len(final)) > 0:
+            while len(generated) - answered_up_to < need and round_ < max_rounds:
+                round_ += 1
+                result = bootstrap_instructions(
+                    generated,
+                    batch_index=round_,
+                    round=round_,
+                    seed_tasks=seed_rows,
+                    prompts_per_round=prompts_per_round,
+                    num_seed_examples=num_seed_examples,
+                    num_generated_examples=num_generated_examples,
+                    similarity_threshold=similarity_threshold,
+                    seed=seed,
+                    params=bootstrap_params,
+                    **common,
+                )
+                generated += ledger.rows(result, STAGE)
+                rounds.append({"round": round_, "kept": len(result["rows"]), "dropped": len(result["drops"])})
+                logger.info(
+                    "Round %d: kept %d, dropped %d", round_, len(result["rows"]), len(result["drops"])
+                )
+            batch = generated[answered_up_to : answered_up_to + need]
+            if not batch:
                 break
-            result = bootstrap_instructions(
-                generated,
-                batch_index=round_,
-                round=round_,
-                seed_tasks=seed_rows,
-                prompts_per_round=prompts_per_round,
-                num_seed_examples=num_seed_examples,
-                num_generated_examples=num_generated_examples,
-                similarity_threshold=similarity_threshold,
-                seed=seed,
-                params=bootstrap_params,
+            answered_up_to += len(batch)
+            answered = map_batches(
+                generate_responses,
+                batch,
+                batch_size,
+                params=response_params,
+                system_prompt=system_prompt,
                 **common,
             )
-            kept = ledger.rows(result, STAGE)
-            advance(min(len(kept), num_instructions - len(generated)))  # the bar counts kept ones
-            generated += kept
-            rounds.append({"round": round_, "kept": len(result["rows"]), "dropped": len(result["drops"])})
-            logger.info("Round %d: kept %d, dropped %d", round_, len(result["rows"]), len(result["drops"]))
-    if len(generated) < num_instructions:
-        logger.warning(
-            "Stopped after %d rounds with %d of %d instructions", max_rounds, len(generated), num_instructions
-        )
-
-    # 2. The last round may overshoot: keep the first `num_instructions`.
-    instructions = generated[:num_instructions]
+            final += ledger.rows(answered, "respond")
+            advance(len(answered["rows"]))
+    if len(final) < num_instructions:
+        logger.warning(shortfall_message(len(final), num_instructions, round_, ledger.drops))
+    # The last round may overshoot: instructions never answered are set aside.
     ledger.drops += [
         {**drop(STAGE, "over_count", row, row["instruction"]), "round": row["round"]}
-        for row in generated[num_instructions:]
+        for row in generated[answered_up_to:]
     ]
-
-    # 3. A response for every kept instruction, then save.
-    answered = map_batches(
-        generate_responses,
-        instructions,
-        batch_size,
-        params=response_params,
-        system_prompt=system_prompt,
-        **common,
-    )
-    final = ledger.rows(answered, "respond")
-    extra = {"rounds": rounds}
+    extra = {"rounds": rounds, "target_rows": num_instructions}
     return publish(
         "self_instruct",
         final,

@@ -145,11 +145,30 @@ _ASSISTANT_VOICE = re.compile(
 )
 
 
+_SOURCE_TALK = re.compile(
+    r"\b(?:the|this|that)\s+reference(?:\s+text)?\b|\b(?:the|this)\s+passage\b(?!\s+of)|"
+    r"\bthe\s+text\s+(?:above|provided)\b|\baccording to the (?:text|passage|reference)\b|"
+    r"^\W*the answer to (?:the|this|your) question\s*(?:is\s*:|about\b|[\"'“])",
+    re.IGNORECASE,
+)
+
+
+def mentions_source(response: str) -> str | None:
+    """`mentions_source` when a grounded answer talks about the material it was given ("According to
+    the reference text...", "The answer to the question is:"): the row keeps the answer without it."""
+    return "mentions_source" if _SOURCE_TALK.search(response) else None
+
+
+def assistant_voice(text: str) -> str | None:
+    """`assistant_voice` when the text speaks as the assistant ("I'm here to help...")."""
+    return "assistant_voice" if _ASSISTANT_VOICE.search(text) else None
+
+
 def not_a_request(text: str) -> str | None:
     """`not_a_request` unless some line asks something (a question mark, or a line opening with a
     question word or an imperative); `assistant_voice` when it speaks as the assistant. This is
     how an evolution that answered its prompt instead of rewriting it is caught."""
-    if _ASSISTANT_VOICE.search(text):
+    if assistant_voice(text):
         return "assistant_voice"
     if "?" in text:
         return None

@@ -19,11 +19,17 @@ from typing import Any
 from tasks import prompts
 from tasks.backends import Generation, GenerationParams, Message, get_backend
 from tasks.caching import technique_task
-from tasks.filters import degenerate, empty, first_reason, not_a_request, refusal
+from tasks.filters import degenerate, empty, first_reason, mentions_source, not_a_request, refusal
 from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
 
 # Named checks a generation must pass; a failure drops it with the check's reason.
-CHECKS = {"empty": empty, "degenerate": degenerate, "refusal": refusal, "not_a_request": not_a_request}
+CHECKS = {
+    "empty": empty,
+    "degenerate": degenerate,
+    "refusal": refusal,
+    "not_a_request": not_a_request,
+    "mentions_source": mentions_source,
+}
 DEFAULT_CHECKS = ("empty", "degenerate", "refusal")
 # Columns every row's provenance owns; a step writing into one would corrupt it.
 RESERVED = frozenset({"id", "seed_id", "model", "backend", "techniques", "templates", "generation"})

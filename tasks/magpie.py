@@ -10,7 +10,8 @@ system prompts folded into the user turn, headers) is exactly what the model see
 stops at what the template writes after a user message (`<|im_end|>`, `<|eot_id|>`, `[/INST]`...).
 `generate_conversations` runs a batch of rows turn by turn: each user turn and each assistant turn
 of the batch is one batched model call. A user turn that comes back empty, unfinished, too short,
-degenerate or echoing the template drops its row with a reason; no row is emitted half-filled.
+degenerate, echoing the template or in the assistant's voice drops its row with a reason, as does an
+answer that is empty, degenerate or a refusal; no row is emitted half-filled.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tasks.chat_templates import (
     split_at_marker,
     template_system_prompt,
 )
-from tasks.filters import degenerate, echoes, empty, first_reason, words
+from tasks.filters import assistant_voice, degenerate, echoes, empty, first_reason, refusal, words
 from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
 
 REPLY_MARKER = "MagpieReplyText9b2e"
@@ -130,6 +131,7 @@ def check_user_turn(gen: Generation, system_prompt: str | None, template: ChatTe
         "echo_of_template" if head in ROLE_NAMES else None,  # a role header written as text
         echoes(text, system_prompt or template_system_prompt(template) or "", template.control_tokens),
         degenerate(text),
+        assistant_voice(text),  # the model wrote the assistant's side
         "no_end_of_turn" if gen.finish_reason == "length" else None,  # ran on past the query
         "too_short" if len(words(text)) < 3 else None,
     )
@@ -167,7 +169,7 @@ def answer_users(llm: Backend, template, rows, conversations, params, turn, trun
     kept, drops = [], []
     for row, out in zip(rows, outputs):
         failed = generation_drop(RESPONSE_STAGE, out, row)
-        if failed or (reason := first_reason(empty(out.text), degenerate(out.text))):
+        if failed or (reason := first_reason(empty(out.text), degenerate(out.text), refusal(out.text))):
             drops.append(failed or drop(RESPONSE_STAGE, reason, row, out.text))
             continue
         conversations[row["id"]].append({"role": "assistant", "content": out.text.strip()})

@@ -71,15 +71,18 @@ def choose(choices: list[tuple[str | None, str, float]], seed: int, index: int) 
     return key, prompt
 
 
-def magpie_rows(num_rows: int, spec: SystemPromptSpec, seed: int, n_turns: int = 1) -> list[Row]:
-    """The input rows of a Magpie run: an id, an index and the system prompt each row uses.
+def magpie_rows(
+    num_rows: int, spec: SystemPromptSpec, seed: int, n_turns: int = 1, start: int = 0
+) -> list[Row]:
+    """The input rows of a Magpie run: an id, an index and the system prompt each row uses; a
+    later round of the same run continues the indices from `start`.
 
     A multi-turn run given no system prompt uses the paper's multi-turn one, as distilabel does."""
     choices = options(spec)
     if not choices and n_turns > 1:
         choices = [(None, prompts.render(MULTI_TURN_TEMPLATE), 1.0)]
     rows = []
-    for index in range(num_rows):
+    for index in range(start, start + num_rows):
         key, prompt = choose(choices, seed, index) if choices else (None, None)
         row = {"id": stable_id("magpie", str(seed), str(index)), "row_index": index, "system_prompt": prompt}
         if isinstance(parse_spec(spec), dict):

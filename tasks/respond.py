@@ -7,7 +7,8 @@ next seed, then dropped with a reason; one cut off by the token limit is kept an
 Grounding: a row written from a seed passage can be answered with that passage in the prompt as
 reference material (`respond_grounded.jinja`), so facts in the answer come from the passage instead
 of the model's memory; the row's `instruction` stays the self-contained question, and `grounded`
-records whether its answer saw the passage.
+records whether its answer saw the passage. A grounded answer that talks about the material it was
+given ("According to the reference text...") is drawn again, since the row keeps no passage.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def generate_responses(
         params=params,
         system_prompt=system_prompt,
         stage=STAGE,
+        checks=(*generate.DEFAULT_CHECKS, "mentions_source") if grounded else generate.DEFAULT_CHECKS,
         prompt_overrides=prompt_overrides,
     )
     return {**result, "rows": [{**row, "grounded": grounded} for row in result["rows"]]}

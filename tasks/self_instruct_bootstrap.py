@@ -21,6 +21,7 @@ from tasks.backends import GenerationParams, get_backend
 from tasks.caching import technique_task
 from tasks.filters import (
     degenerate,
+    echoes,
     empty,
     first_reason,
     length_out_of_range,
@@ -85,8 +86,26 @@ def parse_tasks(text: str, truncated: bool = False) -> tuple[list[str], list[tup
     return items, [(t, reason) for t, reason in dropped if t]
 
 
+_RESIDUE = re.compile(
+    r"\b(?:these|those|the above|such)\s+(?:tasks|examples|instructions)\b|"
+    r"\bthe (?:text-based )?ai assistant\b|\bas an? (?:text-based )?ai\b",
+    re.IGNORECASE,
+)
+
+
+def prompt_residue(instruction: str) -> str | None:
+    """`prompt_residue` when a task carries talk about the prompt itself ("The AI assistant can
+    answer these tasks...", "...examples of how a text-based AI assistant..."): four words in a
+    row from the template, or a mention of the tasks, examples or assistant it lists."""
+    boilerplate = prompts.render(TEMPLATE, instructions=[])
+    if echoes(instruction, boilerplate, n=4) or _RESIDUE.search(instruction):
+        return "prompt_residue"
+    return None
+
+
 def check_candidate(instruction: str) -> str | None:
-    """The paper's filters, in its order, as a named reason (None: the instruction may be kept)."""
+    """The paper's filters, in its order, as a named reason (None: the instruction may be kept),
+    then the checks small models need: degenerate text and the prompt's own words."""
     return first_reason(
         empty(instruction),
         length_out_of_range(instruction),
@@ -94,6 +113,7 @@ def check_candidate(instruction: str) -> str | None:
         starts_with_punctuation(instruction),
         non_english(instruction),
         degenerate(instruction),
+        prompt_residue(instruction),
     )
 
 

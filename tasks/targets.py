@@ -7,6 +7,7 @@ own), so a rerun makes no model calls and a killed run resumes from the last fin
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -35,6 +36,19 @@ def take(
         else:
             drops.append(drop(STAGE, "over_target", row, row.get("instruction")))
     return kept, drops
+
+
+def take_first(rows: list[Row], wanted: int) -> tuple[list[Row], list[dict[str, Any]]]:
+    """The first `wanted` rows; the rest become `over_target` drops."""
+    return rows[:wanted], [drop(STAGE, "over_target", row, row.get("instruction")) for row in rows[wanted:]]
+
+
+def next_count(short: int, attempted: int, kept: int, most: float = 4.0) -> int:
+    """Rows to attempt for `short` missing ones, given that `kept` of `attempted` passed so far:
+    scaled by the share that passed (at most `most` times as many), so one more round usually does."""
+    if not attempted:
+        return short
+    return min(math.ceil(short * attempted / max(kept, 1)), math.ceil(short * most))
 
 
 def shortfall_message(reached: int, target: int, rounds: int, drops: list[dict[str, Any]]) -> str:
