@@ -17,6 +17,7 @@ from prefect.utilities.callables import parameter_schema
 from tasks.dataset import OutputDirError
 from tasks.runners import with_task_runner
 from tasks.seeds import SeedError
+from tasks.server import with_run_hygiene
 
 _TYPES = {"integer": int, "number": float, "string": str}
 _BOUNDS = (
@@ -144,7 +145,7 @@ def main(
             preflight(**{k: v for k, v in params.items() if k in wanted})
     except (ParameterTypeError, SeedError, OutputDirError, ValueError) as err:
         _fail(err)
-    result = flow(**args)
+    result = with_run_hygiene(flow)(**args)
     print_summary(result)
     if result.get("kept_previous") or not result.get("rows"):
         _fail_empty(result)
