@@ -56,7 +56,8 @@ def failure(stage: str, row: Row, error: BaseException) -> dict[str, Any]:
 
 
 def _rescue(task: Task, batch: list[Row], index: int, params: dict, parts: list) -> list:
-    """Run alone each row of `batch` whose part is None; a row that fails alone stays None."""
+    """Run alone each row of `batch` whose part is None; its part becomes its result, or its
+    failure record if it fails alone."""
     todo = [j for j, part in enumerate(parts) if part is None]
     names = [f"{index}.{j}" for j in todo]
     for j, single in zip(todo, _submit(task, [[batch[j]] for j in todo], names, params)):
@@ -71,10 +72,13 @@ def _remember(task: Task, batch: list[Row], index: int, params: dict, parts: lis
     """Store a rescued batch's outcome under the batch's own cache key, so the next run reads it
     instead of calling the model for the batch again. A row that failed alone is stored as None
     (a failure is never cached): the next run runs just that row."""
+    from prefect.cache_policies import CacheKeyFnPolicy
     from prefect.results import get_result_store
 
     from tasks.caching import key_for
 
+    if not isinstance(task.cache_policy, CacheKeyFnPolicy):  # not a technique task: no key to use
+        return
     rows = next(iter(inspect.signature(task.fn).parameters))
     key = key_for(task, {**params, rows: batch, "batch_index": str(index)})
     done = [part if "rows" in part else None for part in parts]
