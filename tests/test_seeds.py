@@ -72,6 +72,15 @@ def test_a_directory_must_be_a_saved_dataset(tmp_path):
         load_seeds(str(tmp_path / "notes"))
 
 
+def test_a_dataset_directory_this_tool_wrote_is_read_as_seeds(tmp_path):
+    from tasks.dataset import save_dataset
+
+    save_dataset.fn([{"id": "r1", "instruction": "Name a river."}], [], [], {"rows": 1}, tmp_path / "out")
+    assert load_seeds(str(tmp_path / "out"), column="instruction") == [
+        {"seed_id": "r1", "context": "Name a river."}
+    ]
+
+
 def test_local_dataset_directory(tmp_path):
     datasets.Dataset.from_list([{"context": "Saved passage."}]).save_to_disk(str(tmp_path / "ds"))
     assert load_seeds(str(tmp_path / "ds"))[0]["context"] == "Saved passage."
