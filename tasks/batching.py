@@ -3,12 +3,15 @@
 A batch is the unit of caching and of resume: a crash costs at most the batches in flight. A batch
 that still fails after its retries is split into single rows so that one bad row cannot sink its
 neighbours (fault isolation); rows that fail alone become failure records, the run completes, and
-because a failure is never cached the next run tries them again. Each stage shows its progress
+because a failure is never cached the next run tries them again. The rescued batch's outcome is
+stored under the batch's own cache key, so the next run calls the model only for the rows that
+failed alone, not for the whole batch again. Each stage shows its progress
 (`tasks/progress.py`): a bar on a terminal, a log line per finished batch otherwise.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +59,47 @@ def failure(stage: str, row: Row, error: BaseException) -> dict[str, Any]:
     }
 
 
+def _rescue(
+    task: Task, batch: list[Row], index: int, params: dict, parts: list, tokens: usage.StageTokens
+) -> list:
+    """Run alone each row of `batch` whose part is None; its part becomes its result, or its
+    failure record if it fails alone."""
+    todo = [j for j, part in enumerate(parts) if part is None]
+    names = [f"{index}.{j}" for j in todo]
+    for j, single in zip(todo, _submit(task, [[batch[j]] for j in todo], names, params, tokens)):
+        if (error := _error(single)) is None:
+            parts[j] = single.result()
+        else:
+            parts[j] = failure(task.name, batch[j], error)
+    return parts
+
+
+def _remember(task: Task, batch: list[Row], index: int, params: dict, parts: list) -> None:
+    """Store a rescued batch's outcome under the batch's own cache key, so the next run reads it
+    instead of calling the model for the batch again. A row that failed alone is stored as None
+    (a failure is never cached): the next run runs just that row."""
+    from prefect.cache_policies import CacheKeyFnPolicy
+    from prefect.results import get_result_store
+
+    from tasks.caching import key_for
+
+    if not isinstance(task.cache_policy, CacheKeyFnPolicy):  # not a technique task: no key to use
+        return
+    rows = next(iter(inspect.signature(task.fn).parameters))
+    key = key_for(task, {**params, rows: batch, "batch_index": str(index)})
+    done = [part if "rows" in part else None for part in parts]
+    result = {
+        "rows": [r for p in done if p for r in p["rows"]],
+        "drops": [d for p in done if p for d in p["drops"]],
+        "usage": {},
+    }
+    for part in done:  # what the rows cost when they ran alone, reported again on a cache hit
+        usage.add(result["usage"], part.get("usage") if part else None)
+    if None in done:
+        result["parts"] = done
+    get_result_store().update_for_task(task, _sync=True).write(result, key=key)
+
+
 def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any) -> dict:
     """Run `task(batch, batch_index=i, **params)` over every batch; gather, in input order, the
     rows and drop records the batches return, plus a failure record for each row that failed, and
@@ -68,19 +112,22 @@ def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any)
     out["usage"] = tokens.usage
     futures = _submit(task, batches, [str(i) for i in range(len(batches))], params, tokens)
     for index, (batch, future) in enumerate(zip(batches, futures)):
-        if _error(future) is None:
-            result = future.result()
+        result = future.result() if _error(future) is None else None
+        if result is not None and "parts" not in result:
             out["rows"] += result["rows"]
             out["drops"] += result["drops"]
             continue
-        # Isolate: each row alone (with its own retries), so one bad row cannot sink the batch.
-        names = [f"{index}.{j}" for j in range(len(batch))]
-        for row, single in zip(batch, _submit(task, [[r] for r in batch], names, params, tokens)):
-            if (error := _error(single)) is not None:
-                out["failures"].append(failure(task.name, row, error))
+        # Isolate: each row alone (with its own retries), so one bad row cannot sink the batch; a
+        # batch rescued before holds the rows that already succeeded alone.
+        parts = result["parts"] if result else [None] * len(batch)
+        parts = _rescue(task, batch, index, params, parts, tokens)
+        _remember(task, batch, index, params, parts)
+        for part in parts:
+            if "rows" in part:
+                out["rows"] += part["rows"]
+                out["drops"] += part["drops"]
             else:
-                out["rows"] += single.result()["rows"]
-                out["drops"] += single.result()["drops"]
+                out["failures"].append(part)
     return out
 
 

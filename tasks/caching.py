@@ -6,6 +6,10 @@ The key here is the batch's inputs (rows, technique parameters, model and backen
 parameters; never the batch's position), the text of the prompt templates it renders (an
 override's text where `--prompts` gave one, so a changed override recomputes only the stages that
 render it), and the source of the technique's module and of the shared filters.
+
+subtle: the code part is read when the task is decorated, in the process that imports the technique,
+and travels inside the policy. A Dask worker that unpickles a task need not have imported its module
+(`sys.modules` lacks it there), and a key that cannot be computed turns caching off for that batch.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import functools
 import hashlib
 import inspect
 import json
-import sys
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
@@ -50,18 +53,33 @@ def batch_key(inputs: dict[str, Any], templates: list[str], code: list[str]) -> 
     return hashlib.sha256(blob).hexdigest()
 
 
+def _defaults(fn: Callable) -> dict[str, Any]:
+    parameters = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
 def batch_cache_policy(
-    templates: Callable[[dict[str, Any]], list[str]], uses: Sequence[ModuleType] = ()
+    fn: Callable, templates: Callable[[dict[str, Any]], list[str]], uses: Sequence[ModuleType] = ()
 ) -> CachePolicy:
-    """A policy keyed on a batch's content; `templates(inputs)` names the prompt templates it uses
-    (file names or inline texts), `uses` the other technique modules whose code it runs."""
+    """A policy keyed on a batch's content for the task function `fn`; `templates(inputs)` names
+    the prompt templates it uses (file names or inline texts), `uses` the other technique modules
+    whose code it runs. The key does not depend on the task-run context, so `key_for` can compute
+    it outside a task run (to record a rescued batch, `tasks/batching.py`)."""
+    module = inspect.getmodule(fn)
+    code = [hashlib.sha256(inspect.getsource(m).encode()).hexdigest() for m in (module, *uses, filters)]
+    defaults = _defaults(fn)
 
     def key(context: Any, inputs: dict[str, Any]) -> str:
-        module = sys.modules[context.task.fn.__module__]
-        code = [inspect.getsource(m) for m in (module, *uses, filters)]
+        # Defaults in, so a key is the same whether or not a caller passed them explicitly.
+        inputs = {**defaults, **inputs}
         return batch_key(inputs, templates(inputs), code)
 
     return CacheKeyFnPolicy(cache_key_fn=key)
+
+
+def key_for(task: Any, inputs: dict[str, Any]) -> str:
+    """The cache key Prefect computes for a run of technique task `task` with `inputs`."""
+    return task.cache_policy.cache_key_fn(None, inputs)
 
 
 def transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -101,19 +119,18 @@ def technique_task(
 
     from tasks.usage import counted
 
-    decorate = task(
-        name=name,
-        task_run_name=run_name or name + "[{batch_index}]",
-        cache_policy=batch_cache_policy(templates, uses),
-        persist_result=True,
-        retries=2,
-        retry_delay_seconds=[1, 3],
-        retry_condition_fn=transient,
-    )
-
-    def wrap(fn: Callable) -> Any:
+    def decorate(fn: Callable) -> Any:
         run = counted(name, with_prompt_overrides(fn))
         run.__prefect_task_source__ = fn  # Prefect's task key and source: the technique's
-        return decorate(run)
+        return task(
+            run,
+            name=name,
+            task_run_name=run_name or name + "[{batch_index}]",
+            cache_policy=batch_cache_policy(fn, templates, uses),
+            persist_result=True,
+            retries=2,
+            retry_delay_seconds=[1, 3],
+            retry_condition_fn=transient,
+        )
 
-    return wrap
+    return decorate

@@ -19,8 +19,42 @@ from tasks import usage
 from tasks.dataset import OutputDirError
 from tasks.runners import with_task_runner
 from tasks.seeds import SeedError
+from tasks.server import with_run_hygiene
 
 _TYPES = {"integer": int, "number": float, "string": str}
+_BOUNDS = (
+    ("exclusiveMinimum", "greater than", lambda v, b: v > b),
+    ("minimum", "at least", lambda v, b: v >= b),
+    ("exclusiveMaximum", "less than", lambda v, b: v < b),
+    ("maximum", "at most", lambda v, b: v <= b),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported on one line (the flag, the problem, the fix)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message}. See --help.", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _value_type(kind: dict[str, Any]) -> Callable[[str], Any] | None:
+    """The flag's converter: its JSON-schema type, checked against the schema's range, so a value
+    out of range is refused by the parser with the flag's name and the allowed range."""
+    convert = _TYPES.get(kind.get("type"))
+    bounds = [(word, test, kind[key]) for key, word, test in _BOUNDS if key in kind]
+    if convert is None or not bounds:
+        return convert
+
+    def checked(text: str) -> Any:
+        value = convert(text)
+        if not all(test(value, bound) for _, test, bound in bounds):
+            allowed = " and ".join(f"{word} {bound}" for word, _, bound in bounds)
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text}")
+        return value
+
+    checked.__name__ = convert.__name__  # argparse names the type in "invalid int value"
+    return checked
 
 
 def _kind(prop: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +65,7 @@ def _kind(prop: dict[str, Any]) -> dict[str, Any]:
 
 def build_parser(flow: Flow) -> argparse.ArgumentParser:
     schema = parameter_schema(flow.fn).model_dump()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         description=(flow.description or "").split("\n\n")[0],
         argument_default=argparse.SUPPRESS,  # only flags given on the command line are passed
     )
@@ -58,7 +92,7 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
                 flag,
                 dest=name,
                 choices=kind.get("enum"),
-                type=_TYPES.get(kind.get("type"), str),
+                type=_value_type(kind) or str,
                 help=help_text,
             )
     scale = parser.add_argument_group("where tasks run (default: threads in this process)")
@@ -99,7 +133,8 @@ def _defaults(flow: Flow) -> dict[str, Any]:
 
 
 def _fail(err: Exception) -> None:
-    print(f"error: {err}", file=sys.stderr)
+    # One line, even when a library's message (pydantic's, transformers') spans several.
+    print("error: " + " ".join(str(err).split()), file=sys.stderr)
     raise SystemExit(2) from None
 
 
@@ -118,6 +153,25 @@ def main(
             preflight(**{k: v for k, v in params.items() if k in wanted})
     except (ParameterTypeError, SeedError, OutputDirError, ValueError) as err:
         _fail(err)
-    result = flow(**args)
+    result = with_run_hygiene(flow)(**args)
     print_summary(result)
+    if result.get("kept_previous") or not result.get("rows"):
+        _fail_empty(result)
     return result
+
+
+def _fail_empty(result: dict[str, Any]) -> None:
+    """A run that produced no rows, or too few to replace the previous dataset, exits 1."""
+    if result.get("kept_previous"):
+        print(
+            f"error: the previous dataset in {result['kept_previous']} has many more rows, so it was "
+            f"kept; this run's {result['rows']} rows are in {result['output_dir']} (see its drops.jsonl).",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            "error: this run produced no rows; every row was dropped or failed (see drops.jsonl and "
+            "failures.jsonl in the dataset directory for the reasons).",
+            file=sys.stderr,
+        )
+    raise SystemExit(1)

@@ -116,7 +116,16 @@ def evolve_row(row: Row, text: str, mutation: str, round_: int, params: Generati
     return evolved, None
 
 
-@technique_task(STAGE, templates=lambda inputs: [template_for(m) for m in inputs["mutations"]])
+def templates_used(inputs: dict[str, Any]) -> list[str]:
+    """The templates a batch renders: only its rows' chosen mutations, so editing one mutation's
+    template recomputes only the batches that use it."""
+    chosen = {
+        choose_mutation(inputs["seed"], r["id"], inputs["round"], inputs["mutations"]) for r in inputs["rows"]
+    }
+    return [template_for(m) for m in sorted(chosen)]
+
+
+@technique_task(STAGE, templates=templates_used)
 def evolve_instructions(
     rows: list[Row],
     batch_index: str,

@@ -65,4 +65,5 @@ def publish(
             "%d rows failed with errors (see failures.jsonl); run the same command again to retry them",
             len(ledger.failures),
         )
-    return {**summary, "output_dir": str(path)}
+    kept = {"kept_previous": str(target)} if path != target else {}  # see replacement_refused
+    return {**summary, "output_dir": str(path), **kept}

@@ -1,5 +1,6 @@
-"""Seed material in: a text file (passages separated by blank lines), a JSONL file, a local
-`datasets` directory, or a Hub dataset id. Every seed gets a stable `seed_id` (its `id` column, or a
+"""Seed material in: a text file (passages separated by blank lines), a JSONL, CSV (with a header
+row) or Parquet file, a local `datasets` directory (or a dataset directory this tool wrote), or a
+Hub dataset id. Every seed gets a stable `seed_id` (its `id` column, or a
 hash of its text) so a rerun with a few new seeds recomputes only theirs.
 
 Bad input stops here, before any model call, with a message that names the problem and the fix.
@@ -7,6 +8,8 @@ Bad input stops here, before any model call, with a message that names the probl
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 from pathlib import Path
@@ -15,10 +18,21 @@ from typing import Any
 from tasks.rows import Row, stable_id
 
 DEFAULT_SEEDS = Path(__file__).resolve().parents[1] / "data" / "seed_contexts.jsonl"
+SUPPORTED = ".txt (blank-line separated passages), .jsonl, .csv, .parquet, or a saved dataset directory"
+# Formats that look like data but that nothing here reads: refused, not read as blank-line text.
+UNSUPPORTED = {".xlsx", ".xls", ".ods", ".arrow", ".feather", ".avro", ".orc", ".pdf", ".docx", ".zip", ".gz"}
 
 
 class SeedError(ValueError):
     """Seed input that cannot be used; the message says how to fix it."""
+
+
+def _unreadable(path: Path, err: OSError) -> SeedError:
+    if isinstance(err, PermissionError):
+        return SeedError(
+            f"Cannot read {path}: permission denied. Make it readable (chmod u+r) or pass a readable copy."
+        )
+    return SeedError(f"Cannot read {path}: {err.strerror or err}. Check the path and pass a readable file.")
 
 
 def _read_text(path: Path) -> str:
@@ -28,6 +42,39 @@ def _read_text(path: Path) -> str:
         raise SeedError(
             f"{path} is not UTF-8 text (byte {err.start} is invalid). Re-save it as UTF-8."
         ) from None
+    except OSError as err:
+        raise _unreadable(path, err) from None
+
+
+def _csv_records(path: Path) -> list[dict[str, Any]]:
+    """One record per CSV row, keyed by the header row (tab-separated for .tsv)."""
+    text = io.StringIO(_read_text(path), newline="")  # quoted cells may hold line breaks
+    reader = csv.DictReader(text, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    records = []
+    try:
+        for row in reader:
+            if None in row:
+                raise SeedError(
+                    f"{path}, line {reader.line_num}: more cells than the header row has columns. "
+                    "Quote cells that contain the separator."
+                )
+            if any((value or "").strip() for value in row.values()):
+                records.append({**row, "_line": reader.line_num})
+    except csv.Error as err:
+        raise SeedError(f"{path}, line {reader.line_num}: not valid CSV ({err}).") from None
+    return records
+
+
+def _parquet_records(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except OSError as err:
+        raise _unreadable(path, err) from None
+    except pa.ArrowException as err:
+        raise SeedError(f"{path} is not a readable Parquet file ({err}).") from None
 
 
 def _jsonl_records(path: Path) -> list[dict[str, Any]]:
@@ -81,11 +128,28 @@ def _hub_error(source: str, err: Exception) -> SeedError:
     )
 
 
+def _saved_dataset(directory: Path) -> Any:
+    """A directory written by `save_to_disk`, or a dataset directory this tool wrote (its
+    `dataset/` inside); anything else is refused with what to pass instead."""
+    import datasets
+
+    for candidate in (directory, directory / "dataset"):
+        if any((candidate / name).is_file() for name in ("state.json", "dataset_dict.json")):
+            try:
+                return datasets.load_from_disk(str(candidate))
+            except PermissionError as err:
+                raise _unreadable(Path(err.filename or candidate), err) from None
+    raise SeedError(
+        f"{directory} is a directory but not a saved dataset (no state.json or dataset_dict.json). "
+        f"Pass one of: {SUPPORTED}."
+    )
+
+
 def _dataset_records(source: str) -> list[dict[str, Any]]:
     import datasets
 
     if Path(source).is_dir():
-        data = datasets.load_from_disk(source)
+        data = _saved_dataset(Path(source))
     else:
         # huggingface_hub logs each retry of a failed request twice (its handler and the root's);
         # the error below says what failed and what to do instead.
@@ -107,8 +171,15 @@ def read_records(source: str | Path, text_column: str = "context") -> list[dict[
     """Records from `source`; a plain text file gives one `{text_column: block}` per block."""
     path = Path(source)
     if path.is_file():
-        if path.suffix in (".jsonl", ".json"):
+        suffix = path.suffix.lower()
+        if suffix in (".jsonl", ".json"):
             return _jsonl_records(path)
+        if suffix in (".csv", ".tsv"):
+            return _csv_records(path)
+        if suffix == ".parquet":
+            return _parquet_records(path)
+        if suffix in UNSUPPORTED:
+            raise SeedError(f"{path}: {suffix} files cannot be read as seeds. Pass one of: {SUPPORTED}.")
         return _text_records(path, text_column)
     looks_like_path = path.suffix or str(source).startswith((".", "/", "~")) or str(source).count("/") != 1
     if not path.exists() and looks_like_path:

@@ -2,6 +2,8 @@
 the problem and the fix, before any model call and before any Prefect run starts."""
 
 import json
+import os
+from pathlib import Path
 
 import datasets
 import pytest
@@ -25,6 +27,12 @@ def foreign_dir(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     return str(tmp_path / "mine")
+
+
+def not_a_dataset(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("A passage.")
+    return str(tmp_path / "notes")
 
 
 def remote_code_model(tmp_path):
@@ -70,14 +78,42 @@ CASES = {
         lambda t: ["--backend", "transformers", "--model", remote_code_model(t)],
         "INSTRUCTFORGE_TRUST_REMOTE_CODE=1",
     ),
+    "seeds directory that is not a dataset": (
+        lambda t: ["--seeds", not_a_dataset(t)],
+        "is a directory but not a saved dataset",
+    ),
+    "spreadsheet seed file": (
+        lambda t: ["--seeds", seeds_file(t, "s.xlsx", b"PK\x03")],
+        ".xlsx files cannot",
+    ),
+    "CSV without the column": (
+        lambda t: ["--seeds", seeds_file(t, "s.csv", "text\nA passage.\n")],
+        "s.csv, line 2: no 'context' column (found ['text']). Pass --seed-column",
+    ),
     "zero instructions": (
         lambda t: ["--num-instructions", "0"],
-        "num_instructions: Input should be greater than 0",
+        "error: argument --num-instructions: must be greater than 0, got 0.",
     ),
-    "negative evolutions": (lambda t: ["--num-evolutions", "-2"], "num_evolutions: Input should be greater"),
-    "zero batch size": (lambda t: ["--batch-size", "0"], "batch_size: Input should be greater than 0"),
-    "zero max new tokens": (lambda t: ["--max-new-tokens", "0"], "max_new_tokens: Input should be greater"),
-    "negative temperature": (lambda t: ["--temperature", "-1"], "temperature: Input should be greater"),
+    "negative evolutions": (
+        lambda t: ["--num-evolutions", "-2"],
+        "error: argument --num-evolutions: must be at least 0, got -2.",
+    ),
+    "zero batch size": (
+        lambda t: ["--batch-size", "0"],
+        "error: argument --batch-size: must be greater than 0, got 0.",
+    ),
+    "zero max new tokens": (
+        lambda t: ["--max-new-tokens", "0"],
+        "error: argument --max-new-tokens: must be greater than 0, got 0.",
+    ),
+    "negative temperature": (
+        lambda t: ["--temperature", "-1"],
+        "error: argument --temperature: must be at least 0, got -1.",
+    ),
+    "threshold above 1": (
+        lambda t: ["--near-duplicate-threshold", "2"],
+        "error: argument --near-duplicate-threshold: must be greater than 0 and at most 1, got 2.",
+    ),
     "unknown mutation": (lambda t: ["--mutations", "deepening", "shuffle"], "invalid choice: 'shuffle'"),
     "unknown backend": (lambda t: ["--backend", "vllm-magic"], "invalid choice: 'vllm-magic'"),
     "not a number": (lambda t: ["--num-instructions", "five"], "invalid int value: 'five'"),
@@ -102,9 +138,33 @@ def test_bad_input_is_one_clear_line(case, tmp_path, capsys, fake):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert message in err
+    assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
     assert fake.calls == []
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unreadable_seed_file_is_one_clear_line(tmp_path, capsys, fake, monkeypatch):
+    path = seeds_file(tmp_path, "secret.txt", "A passage.")
+    Path(path).chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything: make it fail as it does for a user
+        real = Path.read_text
+
+        def read_text(self, *args, **kwargs):
+            if str(self) == path:
+                raise PermissionError(13, "Permission denied", path)
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", read_text)
+    args = ["--backend", "fake", "--seeds", path, "--output-dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(instruct, args, preflight=check_inputs)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert err.strip() == (
+        f"error: Cannot read {path}: permission denied. Make it readable (chmod u+r) or pass a readable copy."
+    )
+    assert fake.calls == []
 
 
 def test_the_catalogue_is_long_enough():

@@ -36,8 +36,8 @@ def test_help_lists_every_flow_parameter_in_kebab_case():
     "args, message",
     [
         (["--seeds", "missing.jsonl"], "Seed file 'missing.jsonl' does not exist"),
-        (["--num-instructions", "0"], "num_instructions: Input should be greater than 0"),
-        (["--num-evolutions", "-1"], "num_evolutions: Input should be greater than or equal to 0"),
+        (["--num-instructions", "0"], "error: argument --num-instructions: must be greater than 0, got 0."),
+        (["--num-evolutions", "-1"], "error: argument --num-evolutions: must be at least 0, got -1."),
         (["--output-dir", "pyproject.toml"], "is a file. Pass a directory path"),
         (["--backend", "transformers", "--model", "no-such-org/no-such-model"], "not a local directory"),
         (["--mutations", "shuffle"], "invalid choice: 'shuffle'"),

@@ -62,7 +62,7 @@ def test_a_second_run_makes_no_model_calls(tmp_path, fake):
     assert first["rows"] == second["rows"]
 
 
-def test_a_failed_batch_is_recomputed_by_the_next_run_and_nothing_else(tmp_path, fake):
+def test_a_failed_row_is_recomputed_by_the_next_run_and_nothing_else(tmp_path, fake):
     def broken_for_bees(prompt, params):
         if is_self_instruct(prompt) and "waggle dance" in prompt_text(prompt):
             raise ValueError("backend went away")  # not retried
@@ -79,7 +79,7 @@ def test_a_failed_batch_is_recomputed_by_the_next_run_and_nothing_else(tmp_path,
     fake.calls.clear()
     resumed = instruct(**SMALL, batch_size=2, output_dir=tmp_path / "out")
     self_instruct_prompts = [p for p in fake.prompts if is_self_instruct(p)]
-    assert len({prompt_text(p) for p in self_instruct_prompts}) == 2  # only the failed batch
+    assert len({prompt_text(p) for p in self_instruct_prompts}) == 1  # only the row that failed alone
     assert resumed["failures"] == 0
 
     with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: tmp_path / "fresh-results"}):

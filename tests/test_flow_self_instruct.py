@@ -135,7 +135,10 @@ def test_help_lists_every_flow_parameter():
     "line, message",
     [
         ('{"name": "no instruction here"}', "line 1: no 'instruction' text"),
-        ('{"instruction": "Name a river."}', "similarity_threshold: Input should be less than or equal to 1"),
+        (
+            '{"instruction": "Name a river."}',
+            "error: argument --similarity-threshold: must be greater than 0 and at most 1, got 1.5.",
+        ),
     ],
 )
 def test_bad_input_ends_in_a_clear_error_before_any_run(tmp_path, line, message):

@@ -45,6 +45,42 @@ def test_jsonl_with_a_custom_column_and_ids(tmp_path):
     assert seeds[0] == {"seed_id": "x1", "context": "Some text."}
 
 
+def test_csv_and_parquet_are_read_as_tables_with_the_chosen_column(tmp_path):
+    csv_text = 'id,passage,topic\ntides,"Tides rise, twice a day.\nThen fall.",sea\nbees,Bees dance.,bees\n'
+    from_csv = load_seeds(write(tmp_path, "s.csv", csv_text), column="passage")
+    assert from_csv == [
+        {"seed_id": "tides", "context": "Tides rise, twice a day.\nThen fall."},
+        {"seed_id": "bees", "context": "Bees dance."},
+    ]
+    from_parquet = load_seeds(write(tmp_path, "s.parquet", parquet(PASSAGES)), column="passage")
+    assert from_parquet == [
+        {"seed_id": "tides", "context": "Tides rise twice a day."},
+        {"seed_id": "bees", "context": "Bees dance."},
+    ]
+    with pytest.raises(SeedError, match=r"s2.csv, line 2: no 'context' column \(found \['passage'\]\)"):
+        load_seeds(write(tmp_path, "s2.csv", "passage\nA.\n"))
+    with pytest.raises(SeedError, match="line 2: more cells than the header"):
+        load_seeds(write(tmp_path, "s3.csv", "context\nA, B\n"))
+    with pytest.raises(SeedError, match="not a readable Parquet file"):
+        load_seeds(write(tmp_path, "bad.parquet", "not parquet"))
+
+
+def test_a_directory_must_be_a_saved_dataset(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("A passage.")
+    with pytest.raises(SeedError, match="is a directory but not a saved dataset.*Pass one of: .txt"):
+        load_seeds(str(tmp_path / "notes"))
+
+
+def test_a_dataset_directory_this_tool_wrote_is_read_as_seeds(tmp_path):
+    from tasks.dataset import save_dataset
+
+    save_dataset.fn([{"id": "r1", "instruction": "Name a river."}], [], [], {"rows": 1}, tmp_path / "out")
+    assert load_seeds(str(tmp_path / "out"), column="instruction") == [
+        {"seed_id": "r1", "context": "Name a river."}
+    ]
+
+
 def test_local_dataset_directory(tmp_path):
     datasets.Dataset.from_list([{"context": "Saved passage."}]).save_to_disk(str(tmp_path / "ds"))
     assert load_seeds(str(tmp_path / "ds"))[0]["context"] == "Saved passage."
@@ -110,11 +146,21 @@ REPOS = {
 }
 
 
+# Settings an offline user keeps in their shell; each test sets the ones it relies on.
+OFFLINE = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def hub_env(endpoint: str, home: Path, **env: str) -> dict[str, str]:
+    """The caller's environment, pointed at `endpoint`, online unless `env` says otherwise."""
+    base = {k: v for k, v in os.environ.items() if k not in OFFLINE}
+    return {**base, "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "PYTHONPATH": str(ROOT), **env}
+
+
 def load_from_hub(endpoint: str, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", LOAD, *args],
         cwd=ROOT,
-        env={**os.environ, "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "PYTHONPATH": str(ROOT), **env},
+        env=hub_env(endpoint, home, **env),
         capture_output=True,
         text=True,
         timeout=300,
@@ -162,12 +208,7 @@ def test_an_unreachable_hub_ends_the_cli_in_one_clear_line(tmp_path):
     result = subprocess.run(  # huggingface_hub retries a refused connection for about 25 s first
         [sys.executable, "flows/instruct.py", "--backend", "fake", "--seeds", "me/seeds"],
         cwd=ROOT,
-        env={
-            **os.environ,
-            "HF_ENDPOINT": endpoint,
-            "HF_HOME": str(tmp_path / "hf"),
-            "PREFECT_HOME": str(tmp_path),
-        },
+        env=hub_env(endpoint, tmp_path / "hf", PREFECT_HOME=str(tmp_path)),
         capture_output=True,
         text=True,
         timeout=300,
@@ -178,3 +219,8 @@ def test_an_unreachable_hub_ends_the_cli_in_one_clear_line(tmp_path):
         "cached. Check your network connection (or HF_ENDPOINT and proxy settings), or pass a local "
         ".jsonl/.txt file or saved dataset directory instead."
     )
+
+
+def test_the_hub_tests_do_not_depend_on_the_callers_offline_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what an offline user keeps in their shell
+    test_seeds_load_from_a_hub_dataset_id_with_the_chosen_column(tmp_path, "bare-jsonl")
