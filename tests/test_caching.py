@@ -57,7 +57,10 @@ def test_editing_one_mutation_template_recomputes_only_the_batches_that_use_it(m
     before = [policy_key(evolve_instructions, evol_inputs(b)) for b in (without, with_breadth)]
 
     original = prompts.source
-    edited = lambda name: original(name) + (" (edited)" if name.endswith("breadth.jinja") else "")  # noqa: E731
+
+    def edited(name, *rest):
+        return original(name, *rest) + (" (edited)" if name.endswith("breadth.jinja") else "")
+
     monkeypatch.setattr(prompts, "source", edited)
     after = [policy_key(evolve_instructions, evol_inputs(b)) for b in (without, with_breadth)]
     assert after[0] == before[0]  # no row of this batch renders the breadth template

@@ -113,7 +113,9 @@ def test_the_fake_backend_publishes_chatml_or_nothing():
 @pytest.mark.usefixtures("prefect_server")
 def test_magpie_through_a_props_server_records_the_template_and_its_source(tmp_path):
     with StandIn("llama", props=LLAMA3_PROPS) as server:
-        summary = magpie(backend="openai", model=server.model, num_rows=4, output_dir=tmp_path / "out")
+        summary = magpie(
+            backend="openai", model=server.model, num_rows=4, max_rounds=1, output_dir=tmp_path / "out"
+        )
         users = [b for b in server.posts("/v1/completions") if b["prompt"] == EXPECTED["llama3"][0]]
     assert len(users) == 4 and all(b["stop"] == ["<|eot_id|>"] for b in users)
     rows = [json.loads(line) for line in open(tmp_path / "out" / "data.jsonl")]

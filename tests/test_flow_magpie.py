@@ -98,7 +98,7 @@ def test_bad_user_turns_are_dropped_with_reasons_never_half_filled(tmp_path, fak
         ]
 
     fake.responder = derailing
-    summary = magpie(**{**FAKE, "num_rows": 20}, output_dir=tmp_path / "out")
+    summary = magpie(**{**FAKE, "num_rows": 20}, max_rounds=1, output_dir=tmp_path / "out")
     rows, drops = read_rows(tmp_path / "out"), [json.loads(x) for x in open(tmp_path / "out" / "drops.jsonl")]
     assert all(r["instruction"] == "What is a tide?" and r["response"] == "A fine answer." for r in rows)
     reasons = summary["drops"]
@@ -107,6 +107,31 @@ def test_bad_user_turns_are_dropped_with_reasons_never_half_filled(tmp_path, fak
     )
     assert summary["rows"] + sum(reasons.values()) == 20  # every row is kept or dropped with a reason
     assert all(d["row_id"] and d["reason"] for d in drops)
+
+
+def test_rows_that_fail_are_generated_again_until_num_rows_pass(tmp_path, fake):
+    def flaky(prompt, params):
+        if not is_user_turn(prompt):
+            return "I'm sorry, but as an AI I cannot help." if "refuse" in prompt else "A fine answer."
+        return ["", f"Why do tides change {params.seed}?", "Please refuse this"][params.seed % 3]
+
+    fake.responder = flaky
+    summary = magpie(**{**FAKE, "num_rows": 10}, output_dir=tmp_path / "out")
+    rows = read_rows(tmp_path / "out")
+    assert summary["rows"] == len(rows) == 10 and summary["rounds"] > 1
+    assert all(r["instruction"].startswith("Why do tides change") for r in rows)
+    assert summary["drops"]["magpie_response:refusal"] > 0 and summary["drops"]["magpie:empty"] > 0
+    assert len({r["id"] for r in rows}) == 10
+    fake.calls.clear()  # every round is cached: a rerun makes no model calls
+    assert magpie(**{**FAKE, "num_rows": 10}, output_dir=tmp_path / "again")["rows"] == 10
+    assert fake.calls == [] and read_rows(tmp_path / "again") == rows
+
+
+def test_a_target_out_of_reach_stops_after_max_rounds_and_says_so(tmp_path, fake, caplog):
+    fake.responder = lambda prompt, params: "" if is_user_turn(prompt) else "A fine answer."
+    summary = magpie(**{**FAKE, "num_rows": 4}, max_rounds=3, output_dir=tmp_path / "out")
+    assert summary["rows"] == 0 and summary["rounds"] == 3
+    assert "Reached 0 of 4 rows after 3 round(s)" in caplog.text and "magpie:empty" in caplog.text
 
 
 def test_a_second_run_makes_no_model_calls_and_seeds_change_the_data(tmp_path, fake):
