@@ -136,7 +136,8 @@ REQUEST_WORDS = frozenset(
     "explain describe write list summarize summarise compare contrast give provide tell create "
     "calculate compute discuss outline identify define analyze analyse evaluate suggest propose "
     "design imagine translate rewrite generate find show name classify convert draft plan help "
-    "please given using based suppose assume consider estimate predict prove solve recommend".split()
+    "please given using based suppose assume consider estimate predict prove solve recommend answer include "
+    "use keep limit focus mention respond format avoid cite illustrate justify argue".split()
 )
 _ASSISTANT_VOICE = re.compile(
     r"\b(i'm here to|i am here to|(?:i'd|i would|i'll|i will) be (?:happy|glad) to|"
