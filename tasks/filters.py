@@ -160,6 +160,18 @@ def mentions_source(response: str) -> str | None:
     return "mentions_source" if _SOURCE_TALK.search(response) else None
 
 
+def non_answer(response: str, instruction: str | None, max_words: int = 30) -> str | None:
+    """`non_answer` when a response only repeats its instruction ("The tides occur on land versus at
+    sea.") or, short, only offers help ("I'm ready to help. What's your next question?")."""
+    if instruction and (
+        normalize(response) in normalize(instruction) or rouge_l(response, instruction) >= 0.8
+    ):
+        return "non_answer"
+    if len(words(response)) < max_words and _ASSISTANT_VOICE.search(response):
+        return "non_answer"
+    return None
+
+
 def assistant_voice(text: str) -> str | None:
     """`assistant_voice` when the text speaks as the assistant ("I'm here to help...")."""
     return "assistant_voice" if _ASSISTANT_VOICE.search(text) else None
