@@ -23,6 +23,7 @@ from tasks.prompts import overriding, render_template
 from tasks.publish import check_destination, publish
 from tasks.rows import drop_duplicates
 from tasks.seeds import load_texts
+from tasks.targets import shortfall_message
 
 DEFAULT_ROWS = Path(__file__).resolve().parents[1] / "data" / "seed_instructions.jsonl"
 Positive = Annotated[int, Field(gt=0)]
@@ -158,6 +159,10 @@ def generate(
         **common,
     )
     final = ledger.rows(answered, "respond")
+    # Each step draws a failed reply again with new seeds; a row still without one is reported.
+    target = len(seed_rows) * num_generations
+    if len(final) < target:
+        logger.warning(shortfall_message(len(final), target, 1, ledger.drops))
     return publish(
         "generate",
         final,
@@ -167,6 +172,7 @@ def generate(
         push_to_hub,
         private,
         versioned,
+        {"target_rows": target},
         prompt_overrides=overrides,
     )
 

@@ -148,15 +148,18 @@ _ASSISTANT_VOICE = re.compile(
 
 _SOURCE_TALK = re.compile(
     r"\b(?:the|this|that)\s+reference(?:\s+text)?\b|\b(?:the|this)\s+passage\b(?!\s+of)|"
-    r"\bthe\s+text\s+(?:above|provided)\b|\baccording to the (?:text|passage|reference)\b|"
-    r"^\W*the answer to (?:the|this|your) question\s*(?:is\s*:|about\b|[\"'“])",
+    r"\bthe\s+text\s+(?:above|provided|provides|states|says|describes|mentions|explains)\b|"
+    r"\baccording to the (?:text|passage|reference)\b|"
+    r"\bthe answer to (?:the|this|your) question\s*(?:is\b|about\b|:|[\"'“])|"
+    r"(?:^|\n|\s)(?:question|answer|premise)\s*:",  # the prompt's own scaffold, written back
     re.IGNORECASE,
 )
 
 
 def mentions_source(response: str) -> str | None:
-    """`mentions_source` when a grounded answer talks about the material it was given ("According to
-    the reference text...", "The answer to the question is:"): the row keeps the answer without it."""
+    """`mentions_source` when a grounded answer talks about the material or the prompt it was given
+    ("According to the reference text...", "The answer to the question is:", "Question: ...
+    Answer:"): the row keeps the answer without them."""
     return "mentions_source" if _SOURCE_TALK.search(response) else None
 
 
