@@ -124,9 +124,21 @@ def no_gain(candidate: str, parent: str, threshold: float = 0.9) -> str | None:
     return None
 
 
-def refusal(response: str, max_words: int = 80) -> str | None:
-    """Evol-Instruct's second elimination rule: a short response that apologises or declines."""
+_DECLINE = re.compile(
+    r"\bas an? (?:new )?(?:ai|chatbot|language model|smollm)\b|\bnot equipped to\b|\bi'?m (?:just|only) a "
+    r"chatbot\b|\bi (?:don't|do not|cannot|can't) (?:have the "
+    r"(?:ability|capability)|have access|access|browse)|\bi'?m not (?:a chatbot|able)|\bi am not able\b|"
+    r"\bi'?m unable\b|\bi am unable\b",
+    re.IGNORECASE,
+)
+
+
+def refusal(response: str, max_words: int = 80, opening: int = 40) -> str | None:
+    """Evol-Instruct's second elimination rule: a short response that apologises or declines, or
+    a long one that opens by declining ("I'm sorry, but as a chatbot, I don't have the ability...")."""
     if len(words(response)) < max_words and _REFUSAL.search(response):
+        return "refusal"
+    if _DECLINE.search(" ".join(response.split()[:opening])):
         return "refusal"
     return None
 

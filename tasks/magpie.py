@@ -44,6 +44,7 @@ from tasks.filters import (
     words,
 )
 from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
+from tasks.self_contained import needs_context
 
 REPLY_MARKER = "MagpieReplyText9b2e"
 STAGE = "magpie"
@@ -162,7 +163,10 @@ def ask_users(llm: Backend, template, rows, conversations, params, turn) -> tupl
     outputs = llm.generate([q.prompt for q in queries], call_params(params, rows, "user", turn, stop=stop))
     kept, drops = [], []
     for row, out in zip(rows, outputs):
-        if reason := check_user_turn(out, row["system_prompt"], template):
+        reason = check_user_turn(out, row["system_prompt"], template)
+        if not reason and turn == 1:  # later turns may point back at the conversation
+            reason = needs_context(out.text)
+        if reason:
             drops.append(drop(STAGE, reason, row, out.text))
         else:
             conversations[row["id"]].append({"role": "user", "content": out.text.strip()})

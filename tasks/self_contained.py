@@ -74,6 +74,7 @@ _DEMONSTRATIVE = re.compile(r"\b(?:this|these|those)\b", re.IGNORECASE)
 # "in this process": a demonstrative after a preposition or verb, before its noun; after an
 # auxiliary ("how did this impact...") it is a pronoun for the clause before.
 _DEMONSTRATIVE_NOUN = re.compile(r"\b(\w+)\s+(?:this|these|those)\s+(\w+)", re.IGNORECASE)
+_DEICTIC_TIME = frozenset("time times year week month day morning evening night weekend moment way".split())
 _AUXILIARIES = frozenset("do does did is are was were has have had can could will would should".split())
 _TOKEN = re.compile(r"\"[^\"]+\"|“[^”]+”|'[^' ]+(?: [^' ]+)*'(?!\w)|\w+(?:[-']\w+)*")
 # The opening clause ends at the first comma, semicolon, sentence end or coordinated second
@@ -159,7 +160,9 @@ def needs_context(text: str) -> str | None:
         return "needs_context"
     for match in _DEMONSTRATIVE_NOUN.finditer(text):  # "this process" with no process named before
         before, noun = match.group(1).lower(), match.group(2).lower()
-        if before not in _AUXILIARIES and noun.rstrip("s") not in text[: match.start(2)].lower():
+        if before in _AUXILIARIES or noun in _DEICTIC_TIME:
+            continue
+        if noun.rstrip("s") not in text[: match.start(2)].lower():
             return "needs_context"
     if re.search(r"\bthe\s+\d", text, re.IGNORECASE):  # "the 1,050 euros": a figure from the passage
         return "needs_context"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tasks.evol_instruct import eliminate, parse_evolution
+from tasks.filters import refusal
 from tasks.self_contained import needs_context
 from tasks.self_instruct import parse_instructions
 
@@ -117,3 +118,17 @@ def test_elimination_makes_no_mistake_on_labelled_evolutions():
 )
 def test_each_evolution_defect_has_its_reason(parent, mutation, text, reason):
     assert eliminate(parse_evolution(text), parent, mutation) == reason
+
+
+def test_magpie_filters_make_no_mistake_on_a_labelled_run():
+    """magpie.jsonl: the 60 rows of one Magpie run on the embedded model and the refusals it
+    dropped, each user turn and each response read and labelled by hand."""
+    rows = [r for r in load("magpie.jsonl") if r["label"] != "unclear"]
+    turns = [r for r in rows if r["kind"] == "user_turn"]
+    answers = [r for r in rows if r["kind"] == "response"]
+    assert len(turns) > 50 and sum(r["label"] == "refusal" for r in answers) >= 10
+    wrong = [
+        r["text"][:80] for r in turns if bool(needs_context(r["text"])) != (r["label"] == "needs_context")
+    ]
+    wrong += [r["text"][:80] for r in answers if bool(refusal(r["text"])) != (r["label"] == "refusal")]
+    assert wrong == []
