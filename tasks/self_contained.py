@@ -7,7 +7,8 @@ instruction without the passage, so such a row teaches a model to answer a quest
 understand. The checks below are lexical and aim at precision (a self-contained question is never
 dropped by them; a vague one may slip through); each names one way a question points outside itself:
 
-- it refers to the source ("the text", "the passage", "mentioned above");
+- it refers to the source ("the text", "the passage", "mentioned above"), or to an input it does
+  not carry ("Compare the books in the list.");
 - its opening clause uses a demonstrative ("this treaty", "these cells", "those routes"), or a
   later clause speaks of "this process" when no process was named before it;
 - its opening clause's subject is a pronoun ("What type of vaccine is it?", "How does it work?"),
@@ -68,6 +69,13 @@ _SOURCE = re.compile(
     r"(?:text|passage|article|paragraph|excerpt|document|"
     r"author|context(?!\s+of)|reading|story|section)\b|\b(?:mentioned|described|discussed|stated|given|shown)\s+"
     r"(?:above|below|here|earlier|in\s+the)\b|\baccording\s+to\s+the\b",
+    re.IGNORECASE,
+)
+# "Compare the books in the list.": an input the instruction points at but does not carry (one that
+# carries it gives it after a colon or on lines of its own).
+_INPUT_REFERENCE = re.compile(
+    r"\b(?:the|this|that|given|following)\s+(?:\w+\s+)?(?:list|paragraph|sentence|snippet|email|essay|"
+    r"poem|review)(?=\s*(?:[.?!,;]|$)|\s+(?:in|to|and|from|into|below|above|with|by|as|so|more)\b)",
     re.IGNORECASE,
 )
 _DEMONSTRATIVE = re.compile(r"\b(?:this|these|those)\b", re.IGNORECASE)
@@ -164,6 +172,8 @@ def needs_context(text: str) -> str | None:
             continue
         if noun.rstrip("s") not in text[: match.start(2)].lower():
             return "needs_context"
+    if ":" not in text and "\n" not in text and _INPUT_REFERENCE.search(text):
+        return "needs_context"
     if re.search(r"\bthe\s+\d", text, re.IGNORECASE):  # "the 1,050 euros": a figure from the passage
         return "needs_context"
     if _main_clause_pronoun(text):
