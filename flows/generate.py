@@ -21,6 +21,7 @@ from tasks.generate import check_step, generate_text
 from tasks.prompt_overrides import load_overrides
 from tasks.prompts import overriding, render_template
 from tasks.publish import check_destination, publish
+from tasks.respond import CHECKS as RESPONSE_CHECKS
 from tasks.rows import drop_duplicates
 from tasks.seeds import load_texts
 from tasks.targets import shortfall_message
@@ -137,7 +138,7 @@ def generate(
         output_column="instruction",
         stage="write_prompt",
         num_generations=num_generations,
-        checks=("empty", "degenerate", "not_a_request"),
+        checks=("empty", "degenerate", "not_a_request", "mentions_prompt", "echo_of_prompt"),
         keep_truncated=False,  # a message cut off mid-sentence is not one a user sent
         params=prompt_params,
         **common,
@@ -154,6 +155,7 @@ def generate(
         template=response_template,
         output_column="response",
         stage="respond",
+        checks=RESPONSE_CHECKS,
         system_prompt=system_prompt,
         params=response_params,
         **common,

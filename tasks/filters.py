@@ -168,11 +168,11 @@ _SOURCE_TALK = re.compile(
 )
 
 
-def mentions_source(response: str) -> str | None:
-    """`mentions_source` when a grounded answer talks about the material or the prompt it was given
-    ("According to the reference text...", "The answer to the question is:", "Question: ...
-    Answer:"): the row keeps the answer without them."""
-    return "mentions_source" if _SOURCE_TALK.search(response) else None
+def mentions_prompt(response: str) -> str | None:
+    """`mentions_prompt` when a generation talks about the material or the prompt it was given
+    ("According to the reference text...", "The answer to the question is:", "The user's question:
+    ...", "Question: ... Answer:"): the row keeps the text without them."""
+    return "mentions_prompt" if _SOURCE_TALK.search(response) else None
 
 
 def non_answer(response: str, instruction: str | None, max_words: int = 30) -> str | None:

@@ -59,7 +59,7 @@ def generate_responses(
         params=params,
         system_prompt=system_prompt,
         stage=STAGE,
-        checks=CHECKS + ("mentions_source",) if grounded else CHECKS,
+        checks=CHECKS + ("mentions_prompt",) if grounded else CHECKS,
         prompt_overrides=prompt_overrides,
     )
     return {**result, "rows": [{**row, "grounded": grounded} for row in result["rows"]]}
