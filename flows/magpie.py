@@ -187,6 +187,7 @@ def magpie(
             "chat_template": {"name": template.name, "source": template.origin},
             "target_rows": num_rows,
             "rounds": rounds_run,
+            "attempted": attempted,
         },
         prompt_overrides=overrides,
     )
