@@ -67,7 +67,7 @@ _PRONOUNS = frozenset("i you we he she it they".split())
 _SOURCE = re.compile(
     r"\b(?:the|this|that|above|following|given)\s+(?:(?:original|above|given|following|provided)\s+)?"
     r"(?:text|passage|article|paragraph|excerpt|document|"
-    r"author|context(?!\s+of)|reading|story|section)\b|\b(?:mentioned|described|discussed|stated|given|shown)\s+"
+    r"author|context(?!\s+of))\b|\b(?:mentioned|described|discussed|stated|given|shown)\s+"
     r"(?:above|below|here|earlier|in\s+the)\b|\baccording\s+to\s+the\b",
     re.IGNORECASE,
 )
@@ -75,7 +75,7 @@ _SOURCE = re.compile(
 # carries it gives it after a colon or on lines of its own).
 _INPUT_REFERENCE = re.compile(
     r"\b(?:the|this|that|given|following)\s+(?:\w+\s+)?(?:list|paragraph|sentence|snippet|email|essay|"
-    r"poem|review)(?=\s*(?:[.?!,;]|$)|\s+(?:in|to|and|from|into|below|above|with|by|as|so|more)\b)",
+    r"poem|review)(?=\s*(?:[.?!,;]|$)|\s+(?:in|to|and|from|into|below|above|with|by|as|so|more|is|are|has|contains)\b)",
     re.IGNORECASE,
 )
 _DEMONSTRATIVE = re.compile(r"\b(?:this|these|those)\b", re.IGNORECASE)

@@ -16,6 +16,7 @@ from tasks.evol_instruct import eliminate, parse_evolution
 from tasks.filters import refusal
 from tasks.self_contained import needs_context
 from tasks.self_instruct import parse_instructions
+from tasks.self_instruct_bootstrap import check_candidate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -132,3 +133,11 @@ def test_magpie_filters_make_no_mistake_on_a_labelled_run():
     ]
     wrong += [r["text"][:80] for r in answers if bool(refusal(r["text"])) != (r["label"] == "refusal")]
     assert wrong == []
+
+
+def test_bootstrap_filters_make_no_mistake_on_a_labelled_run():
+    """bootstrap.jsonl: the candidates of one Self-Instruct bootstrap run on the embedded model (kept,
+    and dropped by the content filters), labelled by hand, and the residue the issue saw kept."""
+    rows = [r for r in load("bootstrap.jsonl") if r["label"] != "unclear"]
+    assert len(rows) > 50 and sum(r["label"] == "drop" for r in rows) >= 10
+    assert [r["text"] for r in rows if (check_candidate(r["text"]) is None) != (r["label"] == "keep")] == []
