@@ -169,6 +169,10 @@ def magpie(
         new, over = take_first(kept[len(final) :], short)
         ledger.drops += duplicates + over
         final += new
+        # A round whose rows all repeat earlier ones (a server that ignores the seed and answers the
+        # same pre-query prompt the same way) will not be followed by one that does better.
+        if not new and generated["rows"] and len(duplicates) >= len(generated["rows"]):
+            break
 
     if len(final) < num_rows:
         logger.warning(shortfall_message(len(final), num_rows, rounds_run, ledger.drops))

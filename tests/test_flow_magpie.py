@@ -128,9 +128,16 @@ def test_rows_that_fail_are_generated_again_until_num_rows_pass(tmp_path, fake):
     assert fake.calls == [] and read_rows(tmp_path / "again") == rows
 
 
-def test_a_target_out_of_reach_stops_after_max_rounds_and_says_so(tmp_path, fake, caplog):
-    fake.responder = lambda prompt, params: "" if is_user_turn(prompt) else "A fine answer."
+def test_a_target_out_of_reach_stops_and_says_so(tmp_path, fake, caplog):
+    # A model that writes the same turn every time: the second round only repeats the first, so the
+    # run stops there instead of spending its other rounds.
+    fake.responder = lambda prompt, params: "Why is the sky blue?" if is_user_turn(prompt) else "Light."
     summary = magpie(**{**FAKE, "num_rows": 4}, max_rounds=3, output_dir=tmp_path / "out")
+    assert summary["rows"] == 1 and summary["rounds"] == 2
+    assert "Reached 1 of 4 rows after 2 round(s)" in caplog.text and "deduplicate:duplicate" in caplog.text
+    # A model whose turns all fail: every round is tried, then the run says why it fell short.
+    fake.responder = lambda prompt, params: "" if is_user_turn(prompt) else "Light."
+    summary = magpie(**{**FAKE, "num_rows": 4}, max_rounds=3, seed=1, output_dir=tmp_path / "empty")
     assert summary["rows"] == 0 and summary["rounds"] == 3
     assert "Reached 0 of 4 rows after 3 round(s)" in caplog.text and "magpie:empty" in caplog.text
 

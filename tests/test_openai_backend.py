@@ -70,7 +70,8 @@ def test_served_model_gives_the_local_greedy_text(served_model):
     assert all(g.prompt_tokens > 0 and 0 < g.completion_tokens <= 16 for g in remote)
 
 
-SMALL_MAGPIE = {"max_instruction_tokens": 48, "max_new_tokens": 16, "batch_size": 4}
+# One round: these tests count the requests of one pass (topping up is tested on the fake backend).
+SMALL_MAGPIE = {"max_instruction_tokens": 48, "max_new_tokens": 16, "batch_size": 4, "max_rounds": 1}
 
 
 def shape(row: dict) -> tuple:
