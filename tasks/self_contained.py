@@ -4,8 +4,8 @@ Asked to write questions about a passage, small models write "How does it work?"
 process?", "What's the purpose of the vaccine?" or "How did this network of trade routes spread
 Buddhism?": questions about *the passage's* subject that never name it. A dataset row keeps the
 instruction without the passage, so such a row teaches a model to answer a question nobody can
-understand. The checks below are lexical and aim at precision (a self-contained question is never
-dropped by them; a vague one may slip through); each names one way a question points outside itself:
+understand. The checks below are lexical and aim at precision (rather let a vague question through
+than drop a self-contained one); each names one way a question points outside itself:
 
 - it refers to the source ("the text", "the passage", "mentioned above"), or to an input it does
   not carry ("Compare the books in the list.");
@@ -148,8 +148,7 @@ def noun_phrases(text: str) -> list[tuple[str, list[str]]]:
         elif kind == "word":
             phrases.append((state if state != "tail" else "bare", [low]))
             state = "tail"
-        elif state in ("bare", "definite"):  # a generic word ("the main", "a new") keeps the opening
-            continue
+        # A generic word ("the main", "a new") leaves the opening as it was.
     return phrases
 
 
