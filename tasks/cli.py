@@ -153,11 +153,27 @@ def main(
             preflight(**{k: v for k, v in params.items() if k in wanted})
     except (ParameterTypeError, SeedError, OutputDirError, ValueError) as err:
         _fail(err)
-    result = with_run_hygiene(flow)(**args)
+    state = with_run_hygiene(flow)(**args, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if not isinstance(result, dict):
+        state.result()  # the flow's own error, raised as a direct call would
     print_summary(result)
+    if result.get("hub_error"):
+        _fail_push(result)
     if result.get("kept_previous") or not result.get("rows"):
         _fail_empty(result)
     return result
+
+
+def _fail_push(result: dict[str, Any]) -> None:
+    """The Hub refused the push at the end of the run: the data is saved; say so on one line."""
+    reason, saved = result["hub_error"].rstrip("."), Path(result["output_dir"]).resolve()
+    print(
+        f"error: {reason}. The dataset is saved in {saved}; "
+        "run the same command again to push it (the rows come from the cache).",
+        file=sys.stderr,
+    )
+    raise SystemExit(1)
 
 
 def _fail_empty(result: dict[str, Any]) -> None:
