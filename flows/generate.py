@@ -20,7 +20,7 @@ from tasks.batching import Ledger, map_batches
 from tasks.generate import check_step, generate_text
 from tasks.prompt_overrides import load_overrides
 from tasks.prompts import overriding, render_template
-from tasks.publish import check_destination, publish
+from tasks.publish import check_destination, publish, run_name
 from tasks.rows import drop_duplicates
 from tasks.seeds import load_texts
 
@@ -61,7 +61,7 @@ def check_inputs(
 
 @flow(
     name="generate",
-    flow_run_name="generate-{backend}-seed{seed}",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def generate(

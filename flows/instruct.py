@@ -21,7 +21,7 @@ from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_par
 from tasks.near_duplicates import EXACT_UP_TO, drop_near_duplicates
 from tasks.progress import stage_progress
 from tasks.prompt_overrides import load_overrides
-from tasks.publish import check_destination, publish
+from tasks.publish import check_destination, publish, run_name
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop_duplicates, in_order
 from tasks.seeds import load_seeds
@@ -52,7 +52,7 @@ def check_inputs(
 
 @flow(
     name="instruct",
-    flow_run_name="instruct-{backend}-seed{seed}",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def instruct(

@@ -22,7 +22,7 @@ from tasks.magpie import generate_conversations, pre_query_template
 from tasks.magpie_rows import drop_duplicates, magpie_rows, options, parse_spec
 from tasks.prompt_overrides import load_overrides
 from tasks.prompts import overriding
-from tasks.publish import check_destination, publish
+from tasks.publish import check_destination, publish, run_name
 from tasks.targets import next_count, shortfall_message, take_first
 
 Positive = Annotated[int, Field(gt=0)]
@@ -59,7 +59,7 @@ def check_inputs(
 
 @flow(
     name="magpie",
-    flow_run_name="magpie-{backend}-seed{seed}",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def magpie(

@@ -19,7 +19,7 @@ from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
 from tasks.progress import stage_progress
 from tasks.prompt_overrides import load_overrides
-from tasks.publish import check_destination, publish
+from tasks.publish import check_destination, publish, run_name
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop
 from tasks.seed_tasks import load_seed_tasks
@@ -48,7 +48,7 @@ def check_inputs(
 
 @flow(
     name="self_instruct",
-    flow_run_name="self_instruct-{backend}-seed{seed}",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def self_instruct(

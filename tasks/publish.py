@@ -4,6 +4,7 @@ in the Prefect UI, and optionally push to the Hub."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,13 @@ from tasks.hub import push_to_hub as push_task
 from tasks.prompt_overrides import describe
 from tasks.quality import quality_metrics
 from tasks.schema import features_for
+
+
+def run_name() -> str:
+    """A flow run's name: the flow, its output directory's name and its start time (UTC), so runs
+    into different directories, or at different times, tell apart in the UI."""
+    output = Path(str((flow_run.parameters or {}).get("output_dir") or "output")).name
+    return f"{flow_run.flow_name}-{output}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
 
 
 def check_destination(output_dir: Path, versioned: bool = False, push_to_hub: str | None = None) -> None:
