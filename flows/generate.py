@@ -82,6 +82,7 @@ def generate(
     seed: int = 0,
     output_dir: Path = Path("output/generate"),
     versioned: bool = False,
+    keep_versions: Annotated[int, Field(ge=1)] | None = None,
     push_to_hub: str | None = None,
     private: bool = True,
     license: str = "other",
@@ -109,6 +110,8 @@ def generate(
         seed: Run seed: fixes sampling.
         output_dir: Where the dataset directory is written (replaced whole on success).
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
+        keep_versions: With versioned, keep only the newest N dated versions (older ones are
+            deleted after a successful save; the one `latest` points to is always kept). Default: all.
         push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
         private: Make a pushed dataset private.
         license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":

@@ -21,6 +21,16 @@ from tasks.hub import push_to_hub as push_task
 from tasks.prompt_overrides import describe
 from tasks.quality import quality_metrics
 from tasks.schema import features_for
+from tasks.versions import point_latest, prune
+
+
+def keep_versions(version: Path, rows: int, keep: int | None) -> None:
+    """After a versioned save: point `latest` at the new version, then apply the retention."""
+    logger = get_run_logger()
+    if reason := point_latest(version, rows):
+        logger.warning(reason)
+    if keep and (deleted := prune(version.parent, keep)):
+        logger.info("Deleted %d old versions (keep_versions=%d): %s", len(deleted), keep, ", ".join(deleted))
 
 
 def run_name() -> str:
@@ -68,6 +78,8 @@ def publish(
     logger.info("Saving %d rows to %s", len(rows), target)
     path = save_dataset(rows, ledger.drops, ledger.failures, summary, target, card)
     publish_report(flow, rows, summary, report_markdown(summary))
+    if versioned and path == target:
+        keep_versions(path, len(rows), parameters.get("keep_versions"))
     pushed = push_task(path, push_to_hub, private, return_state=True) if push_to_hub else None
     if pushed and pushed.is_completed():
         summary["hub_commit"] = pushed.result()
