@@ -15,7 +15,7 @@ from prefect import Flow
 from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
-from tasks import plan, usage
+from tasks import plan, recipe, usage
 from tasks.dataset import OutputDirError
 from tasks.runners import with_task_runner
 from tasks.seeds import SeedError
@@ -96,6 +96,11 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
                 help=help_text,
             )
     parser.add_argument(
+        "--recipe",
+        help="Rerun a pushed run: a recipe.json, a dataset directory or a Hub dataset id; flags given "
+        "beside it override its parameters.",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="Print the plan (stages, batches, prompts) and an estimate of tokens and time from a short "
@@ -151,8 +156,10 @@ def main(
     starts, so bad input ends with one clear line instead of a failed run's traceback."""
     args = vars(build_parser(flow).parse_args(argv))
     runner = {k: args.pop(k) for k in ("dask_address", "dask_workers") if k in args}
-    dry_run = args.pop("dry_run", False)
+    dry_run, source = args.pop("dry_run", False), args.pop("recipe", None)
     try:
+        if source:  # the recipe's parameters, under the flags given beside it
+            args = {**recipe.rerun_parameters(recipe.load_recipe(source), flow.name), **args}
         flow = with_task_runner(flow, **runner)
         params = {**_defaults(flow), **flow.validate_parameters(args)}
         inputs = None

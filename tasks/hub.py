@@ -1,5 +1,5 @@
 """Push a dataset directory to the Hugging Face Hub: the Parquet data, the dataset card with its
-plots, the drop records and the run's counts, private by default.
+plots, the drop records, the run's counts and its recipe, private by default.
 
 The token comes from `HF_TOKEN` or, failing that, a Prefect Secret block named `hf-token`. It is
 read inside the task, never passed as a parameter, so it appears in no task parameters, persisted
@@ -20,9 +20,10 @@ from prefect.states import Failed
 from tasks.caching import transient
 
 SECRET_BLOCK = "hf-token"
-# The card, the data, the card's plots, the drop records it refers to and the run's counts; not
+# The card, the data, the card's plots, the drop records it refers to, the run's counts and its
+# recipe (tasks/recipe.py); not
 # the local copies (dataset/, data.jsonl) nor failures.jsonl, whose error messages can hold paths.
-UPLOADED = ("README.md", "data/*.parquet", "*.png", "drops.jsonl", "summary.json")
+UPLOADED = ("README.md", "data/*.parquet", "*.png", "drops.jsonl", "summary.json", "recipe.json")
 # Client errors a retry cannot fix; 408 and 429 are the Hub asking to come back later.
 RETRYABLE_4XX = (408, 429)
 
@@ -74,7 +75,6 @@ def one_line(err: BaseException) -> str:
 def check_hub(repo_id: str) -> None:
     """Before any model call: the token is valid and may write to dataset repo `repo_id`, which
     exists or can be created. Raises ValueError with the problem and its fix, on one line."""
-    import httpx
     from huggingface_hub import HfApi, constants
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
@@ -95,7 +95,7 @@ def check_hub(repo_id: str) -> None:
                 f"{constants.ENDPOINT}/settings/tokens and set HF_TOKEN to it."
             ) from None
         raise ValueError(f"Cannot check the Hub repository {repo_id!r}: {one_line(err)}") from None
-    except (httpx.HTTPError, OSError) as err:  # connection refused, DNS, TLS
+    except Exception as err:  # connection refused, DNS, TLS: the HTTP client's own errors
         raise ValueError(
             f"Cannot reach the Hub at {constants.ENDPOINT} ({one_line(err)}): check the network, "
             "HF_ENDPOINT, or push later without --push-to-hub."

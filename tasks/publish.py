@@ -20,6 +20,7 @@ from tasks.hub import check_hub, dataset_url
 from tasks.hub import push_to_hub as push_task
 from tasks.prompt_overrides import describe
 from tasks.quality import quality_metrics
+from tasks.recipe import build_recipe, write_recipe
 from tasks.schema import features_for
 from tasks.versions import point_latest, prune
 
@@ -77,6 +78,7 @@ def publish(
     card = render_card(flow, parameters, summary, rows, features_for(flow, rows), license)
     logger.info("Saving %d rows to %s", len(rows), target)
     path = save_dataset(rows, ledger.drops, ledger.failures, summary, target, card)
+    write_recipe(path, build_recipe(flow, parameters, prompt_overrides or {}))  # to rerun it
     publish_report(flow, rows, summary, report_markdown(summary))
     if versioned and path == target:
         keep_versions(path, len(rows), parameters.get("keep_versions"))

@@ -90,6 +90,7 @@ def test_push_to_hub_uploads_the_card_and_parquet_privately(tmp_path, hub, fake)
         "drops.jsonl",
         "evol_depth.png",
         "lengths.png",
+        "recipe.json",
         "summary.json",
     ]
     assert sorted(hub.repos["me/data"]) == plan and "me/data" in hub.private
@@ -115,6 +116,15 @@ def test_a_push_that_cannot_succeed_fails_before_any_model_call(
         instruct(**SMALL, output_dir=tmp_path / "out", push_to_hub=repo)
     assert not fake.calls and not (tmp_path / "out").exists()
     assert "POST /api/repos/create" not in hub.requests
+
+
+def test_an_unreachable_hub_is_one_clear_error(monkeypatch):
+    from tasks.hub import check_hub
+
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_TOKEN", "hf_write")
+    with pytest.raises(ValueError, match="Cannot reach the Hub at http://127.0.0.1:9"):
+        check_hub("me/data")
 
 
 def test_a_push_into_an_existing_repo_of_an_org_passes_the_check(hub):
