@@ -21,8 +21,10 @@ from tasks.generate import check_step, generate_text
 from tasks.prompt_overrides import load_overrides
 from tasks.prompts import overriding, render_template
 from tasks.publish import check_destination, publish, run_name
+from tasks.respond import CHECKS as RESPONSE_CHECKS
 from tasks.rows import drop_duplicates
 from tasks.seeds import load_texts
+from tasks.targets import shortfall_message
 
 DEFAULT_ROWS = Path(__file__).resolve().parents[1] / "data" / "seed_instructions.jsonl"
 Positive = Annotated[int, Field(gt=0)]
@@ -139,7 +141,7 @@ def generate(
         output_column="instruction",
         stage="write_prompt",
         num_generations=num_generations,
-        checks=("empty", "degenerate", "not_a_request"),
+        checks=("empty", "degenerate", "not_a_request", "mentions_prompt", "echo_of_prompt"),
         keep_truncated=False,  # a message cut off mid-sentence is not one a user sent
         params=prompt_params,
         **common,
@@ -156,11 +158,16 @@ def generate(
         template=response_template,
         output_column="response",
         stage="respond",
+        checks=RESPONSE_CHECKS,
         system_prompt=system_prompt,
         params=response_params,
         **common,
     )
     final = ledger.rows(answered, "respond")
+    # Each step draws a failed reply again with new seeds; a row still without one is reported.
+    target = len(seed_rows) * num_generations
+    if len(final) < target:
+        logger.warning(shortfall_message(len(final), target, 1, ledger.drops))
     return publish(
         "generate",
         final,
@@ -170,6 +177,7 @@ def generate(
         push_to_hub,
         private,
         versioned,
+        {"target_rows": target},
         prompt_overrides=overrides,
     )
 

@@ -190,6 +190,7 @@ def magpie(
             "chat_template": {"name": template.name, "source": template.origin},
             "target_rows": num_rows,
             "rounds": rounds_run,
+            "attempted": attempted,
         },
         prompt_overrides=overrides,
     )

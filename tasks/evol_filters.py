@@ -8,8 +8,9 @@ four more ways, each a named reason here:
   reasoning", "Premise: ...", "Here's a solution with a shorter answer");
 - `answer_text`: it asks, then answers ("What causes X? The primary causes of X are ...");
 - `unfinished`: it stops mid-sentence (no closing punctuation);
-- `lost_subject`: an in-depth rewrite no longer asks about its parent's subject (in-breadth
-  evolution writes a new instruction on purpose, so it is exempt).
+- `lost_subject`: an in-depth rewrite no longer asks about its parent's subject, and
+  `no_new_information`: it only paraphrases its parent (in-breadth evolution writes a new
+  instruction on purpose, so it is exempt from both).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ _META = re.compile(
     r"\bhere(?:'s| is| are)\s+(?:a|an|the|my|some)\s+(?:\w+\s+)?(?:rewritten|revised|version|solution|"
     r"answer|question|prompt)|\b(?:rewritten|revised)\s+(?:prompt|version|question|instruction)|"
     r"\b(?:this|the|given|original)\s+prompt\b|\banswer\s*:|\bthe answer (?:is|requires|should)\b|"
-    r"\brequires? (?:multiple|multi)[- ]step|\bin (?:this|the) (?:version|rewrite)\b",
+    r"\brequires? (?:multiple|multi)[- ]step|\bin (?:this|the) (?:version|rewrite)\b|"
+    r"\b(?:be )?rewritten as\b|\bthe answer can be\b",
     re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"[^.?!]+[.?!]*")
@@ -72,6 +74,15 @@ def _asks(sentence: str) -> bool:
 
 def subject_words(text: str) -> set[str]:
     return {w for w in words(text) if w not in STOP_WORDS and w not in GENERIC_WORDS and not w.isdigit()}
+
+
+def adds_nothing(candidate: str, parent: str, mutation: str, least: int = 2) -> str | None:
+    """`no_new_information` when an in-depth rewrite brings fewer than `least` subject words its
+    parent lacks: a paraphrase ("How can high blood pressure affect the body?" -> "What can high
+    blood pressure do to the body?") is not a harder instruction."""
+    if mutation == "breadth":
+        return None
+    return "no_new_information" if len(subject_words(candidate) - subject_words(parent)) < least else None
 
 
 def lost_subject(candidate: str, parent: str, mutation: str) -> str | None:

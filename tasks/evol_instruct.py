@@ -17,7 +17,7 @@ from typing import Any
 from tasks import prompts
 from tasks.backends import GenerationParams, Message, get_backend
 from tasks.caching import technique_task
-from tasks.evol_filters import answer_text, lost_subject, meta_talk, unfinished
+from tasks.evol_filters import adds_nothing, answer_text, lost_subject, meta_talk, unfinished
 from tasks.filters import degenerate, echoes, empty, first_reason, no_gain, not_a_request, words
 from tasks.rows import Row, drop, generation_drop, with_stage
 from tasks.self_contained import needs_context
@@ -93,6 +93,7 @@ def eliminate(candidate: str, parent: str, mutation: str) -> str | None:
         needs_context(candidate),
         lost_subject(candidate, parent, mutation),
         no_gain(candidate, parent),
+        adds_nothing(candidate, parent, mutation),
     )
 
 

@@ -124,9 +124,21 @@ def no_gain(candidate: str, parent: str, threshold: float = 0.9) -> str | None:
     return None
 
 
-def refusal(response: str, max_words: int = 80) -> str | None:
-    """Evol-Instruct's second elimination rule: a short response that apologises or declines."""
+_DECLINE = re.compile(
+    r"\bas an? (?:new )?(?:ai|chatbot|language model|smollm)\b|\bnot equipped to\b|\bi'?m (?:just|only) a "
+    r"chatbot\b|\bi (?:don't|do not|cannot|can't) (?:have the "
+    r"(?:ability|capability)|have access|access|browse)|\bi'?m not (?:a chatbot|able)|\bi am not able\b|"
+    r"\bi'?m unable\b|\bi am unable\b",
+    re.IGNORECASE,
+)
+
+
+def refusal(response: str, max_words: int = 80, opening: int = 40) -> str | None:
+    """Evol-Instruct's second elimination rule: a short response that apologises or declines, or
+    a long one that opens by declining ("I'm sorry, but as a chatbot, I don't have the ability...")."""
     if len(words(response)) < max_words and _REFUSAL.search(response):
+        return "refusal"
+    if _DECLINE.search(" ".join(response.split()[:opening])):
         return "refusal"
     return None
 
@@ -136,7 +148,8 @@ REQUEST_WORDS = frozenset(
     "explain describe write list summarize summarise compare contrast give provide tell create "
     "calculate compute discuss outline identify define analyze analyse evaluate suggest propose "
     "design imagine translate rewrite generate find show name classify convert draft plan help "
-    "please given using based suppose assume consider estimate predict prove solve recommend".split()
+    "please given using based suppose assume consider estimate predict prove solve recommend answer include "
+    "use keep limit focus mention respond format avoid cite illustrate justify argue".split()
 )
 _ASSISTANT_VOICE = re.compile(
     r"\b(i'm here to|i am here to|(?:i'd|i would|i'll|i will) be (?:happy|glad) to|"
@@ -147,16 +160,31 @@ _ASSISTANT_VOICE = re.compile(
 
 _SOURCE_TALK = re.compile(
     r"\b(?:the|this|that)\s+reference(?:\s+text)?\b|\b(?:the|this)\s+passage\b(?!\s+of)|"
-    r"\bthe\s+text\s+(?:above|provided)\b|\baccording to the (?:text|passage|reference)\b|"
-    r"^\W*the answer to (?:the|this|your) question\s*(?:is\s*:|about\b|[\"'“])",
+    r"\bthe\s+text\s+(?:above|provided|provides|states|says|describes|mentions|explains)\b|"
+    r"\baccording to the (?:text|passage|reference)\b|"
+    r"\bthe answer to (?:the|this|your) question\s*(?:is\b|about\b|:|[\"'“])|"
+    r"(?:^|\n|\s)(?:question|answer|premise)\s*:",  # the prompt's own scaffold, written back
     re.IGNORECASE,
 )
 
 
-def mentions_source(response: str) -> str | None:
-    """`mentions_source` when a grounded answer talks about the material it was given ("According to
-    the reference text...", "The answer to the question is:"): the row keeps the answer without it."""
-    return "mentions_source" if _SOURCE_TALK.search(response) else None
+def mentions_prompt(response: str) -> str | None:
+    """`mentions_prompt` when a generation talks about the material or the prompt it was given
+    ("According to the reference text...", "The answer to the question is:", "The user's question:
+    ...", "Question: ... Answer:"): the row keeps the text without them."""
+    return "mentions_prompt" if _SOURCE_TALK.search(response) else None
+
+
+def non_answer(response: str, instruction: str | None, max_words: int = 30) -> str | None:
+    """`non_answer` when a response only repeats its instruction ("The tides occur on land versus at
+    sea.") or, short, only offers help ("I'm ready to help. What's your next question?")."""
+    if instruction and (
+        normalize(response) in normalize(instruction) or rouge_l(response, instruction) >= 0.8
+    ):
+        return "non_answer"
+    if len(words(response)) < max_words and _ASSISTANT_VOICE.search(response):
+        return "non_answer"
+    return None
 
 
 def assistant_voice(text: str) -> str | None:

@@ -14,21 +14,34 @@ its own before the row is given up.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tasks import prompts
 from tasks.backends import Generation, GenerationParams, Message, get_backend
 from tasks.caching import technique_task
-from tasks.filters import degenerate, empty, first_reason, mentions_source, not_a_request, refusal
+from tasks.filters import (
+    degenerate,
+    echoes,
+    empty,
+    first_reason,
+    mentions_prompt,
+    non_answer,
+    not_a_request,
+    refusal,
+)
 from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
 
-# Named checks a generation must pass; a failure drops it with the check's reason.
-CHECKS = {
-    "empty": empty,
-    "degenerate": degenerate,
-    "refusal": refusal,
-    "not_a_request": not_a_request,
-    "mentions_source": mentions_source,
+# Named checks a generation must pass, given its text, its row and the template it answered; a
+# failure drops it with the check's reason.
+CHECKS: dict[str, Callable[[str, Row, str], str | None]] = {
+    "empty": lambda text, row, template: empty(text),
+    "degenerate": lambda text, row, template: degenerate(text),
+    "refusal": lambda text, row, template: refusal(text),
+    "not_a_request": lambda text, row, template: not_a_request(text),
+    "mentions_prompt": lambda text, row, template: mentions_prompt(text),
+    "non_answer": lambda text, row, template: non_answer(text, row.get("instruction")),
+    "echo_of_prompt": lambda text, row, template: echoes(text, boilerplate(template, row), n=4),
 }
 DEFAULT_CHECKS = ("empty", "degenerate", "refusal")
 # Columns every row's provenance owns; a step writing into one would corrupt it.
@@ -42,9 +55,16 @@ def build_messages(row: Row, template: str, system_prompt: str | None = None) ->
     return [*messages, {"role": "user", "content": prompts.render_template(template, **row)}]
 
 
-def check_text(text: str, checks: tuple[str, ...] = DEFAULT_CHECKS) -> str | None:
+def check_text(
+    text: str, checks: tuple[str, ...] = DEFAULT_CHECKS, row: Row | None = None, template: str = ""
+) -> str | None:
     """The first failed check's reason, or None when `text` passes them all."""
-    return first_reason(*(CHECKS[name](text) for name in checks))
+    return first_reason(*(CHECKS[name](text, row or {}, template) for name in checks))
+
+
+def boilerplate(template: str, row: Row) -> str:
+    """The template's own words: rendered with every column of `row` left empty."""
+    return prompts.render_template(template, **{column: "" for column in row}) if template else ""
 
 
 def check_step(template: str, output_column: str, num_generations: int, checks: tuple[str, ...]) -> None:
@@ -132,7 +152,7 @@ def generate_text(
             retry = []
             for i, out in zip(pending, outputs):
                 failed = generation_drop(stage, out, rows[i])
-                reason = None if failed else check_text(out.text, tuple(checks))
+                reason = None if failed else check_text(out.text, tuple(checks), rows[i], template)
                 if not reason and not keep_truncated and out.finish_reason == "length":
                     reason = "truncated"
                 if failed or not reason:

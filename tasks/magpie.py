@@ -11,7 +11,7 @@ stops at what the template writes after a user message (`<|im_end|>`, `<|eot_id|
 `generate_conversations` runs a batch of rows turn by turn: each user turn and each assistant turn
 of the batch is one batched model call. A user turn that comes back empty, unfinished, too short,
 degenerate, echoing the template or in the assistant's voice drops its row with a reason, as does an
-answer that is empty, degenerate or a refusal; no row is emitted half-filled.
+answer that is empty, degenerate, a refusal or no answer at all; no row is emitted half-filled.
 """
 
 from __future__ import annotations
@@ -33,8 +33,18 @@ from tasks.chat_templates import (
     split_at_marker,
     template_system_prompt,
 )
-from tasks.filters import assistant_voice, degenerate, echoes, empty, first_reason, refusal, words
+from tasks.filters import (
+    assistant_voice,
+    degenerate,
+    echoes,
+    empty,
+    first_reason,
+    non_answer,
+    refusal,
+    words,
+)
 from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
+from tasks.self_contained import needs_context
 
 REPLY_MARKER = "MagpieReplyText9b2e"
 STAGE = "magpie"
@@ -153,7 +163,10 @@ def ask_users(llm: Backend, template, rows, conversations, params, turn) -> tupl
     outputs = llm.generate([q.prompt for q in queries], call_params(params, rows, "user", turn, stop=stop))
     kept, drops = [], []
     for row, out in zip(rows, outputs):
-        if reason := check_user_turn(out, row["system_prompt"], template):
+        reason = check_user_turn(out, row["system_prompt"], template)
+        if not reason and turn == 1:  # later turns may point back at the conversation
+            reason = needs_context(out.text)
+        if reason:
             drops.append(drop(STAGE, reason, row, out.text))
         else:
             conversations[row["id"]].append({"role": "user", "content": out.text.strip()})
@@ -169,7 +182,9 @@ def answer_users(llm: Backend, template, rows, conversations, params, turn, trun
     kept, drops = [], []
     for row, out in zip(rows, outputs):
         failed = generation_drop(RESPONSE_STAGE, out, row)
-        if failed or (reason := first_reason(empty(out.text), degenerate(out.text), refusal(out.text))):
+        asked = conversations[row["id"]][-1]["content"]
+        checks = (empty(out.text), degenerate(out.text), refusal(out.text), non_answer(out.text, asked))
+        if failed or (reason := first_reason(*checks)):
             drops.append(failed or drop(RESPONSE_STAGE, reason, row, out.text))
             continue
         conversations[row["id"]].append({"role": "assistant", "content": out.text.strip()})

@@ -21,6 +21,8 @@ from tasks.rows import Row
 STAGE = "respond"
 TEMPLATE = "respond.jinja"
 GROUNDED_TEMPLATE = "respond_grounded.jinja"
+# An answer must also say something: not its question again, not only an offer of help.
+CHECKS = (*generate.DEFAULT_CHECKS, "non_answer")
 
 
 def response_template(grounded: bool, template: str = TEMPLATE) -> str:
@@ -57,7 +59,7 @@ def generate_responses(
         params=params,
         system_prompt=system_prompt,
         stage=STAGE,
-        checks=(*generate.DEFAULT_CHECKS, "mentions_source") if grounded else generate.DEFAULT_CHECKS,
+        checks=CHECKS + ("mentions_prompt",) if grounded else CHECKS,
         prompt_overrides=prompt_overrides,
     )
     return {**result, "rows": [{**row, "grounded": grounded} for row in result["rows"]]}

@@ -7,9 +7,11 @@ instruction without the passage, so such a row teaches a model to answer a quest
 understand. The checks below are lexical and aim at precision (a self-contained question is never
 dropped by them; a vague one may slip through); each names one way a question points outside itself:
 
-- it refers to the source ("the text", "the passage", "mentioned above");
-- it uses a demonstrative ("this treaty", "these cells", "those routes");
-- its main clause's subject is a pronoun ("What type of vaccine is it?", "How does it work?"),
+- it refers to the source ("the text", "the passage", "mentioned above"), or to an input it does
+  not carry ("Compare the books in the list.");
+- its opening clause uses a demonstrative ("this treaty", "these cells", "those routes"), or a
+  later clause speaks of "this process" when no process was named before it;
+- its opening clause's subject is a pronoun ("What type of vaccine is it?", "How does it work?"),
   unless the pronoun is the dummy "it" of "Is it possible to...", "How long does it take to...";
 - it names no subject at all (only generic words: "What are the benefits?", "How do you sync?");
 - every thing it names is a definite description ("the starter", "the vaccine and the real
@@ -43,7 +45,7 @@ GENERIC_WORDS = frozenset(
     "help helps get gets give gives take takes go goes come comes need needs know like "
     "explain describe tell list give define summarize discuss understand other different new old "
     "best better good bad common possible real specific certain particular whole overall general "
-    "first second last next final".split()
+    "first second last next final long".split()
 )
 # Things everyone knows "the" of: "What is the atmosphere made of?" needs no passage.
 _KNOWN = frozenset(
@@ -63,16 +65,30 @@ _COPULA = frozenset(
 _PRONOUNS = frozenset("i you we he she it they".split())
 
 _SOURCE = re.compile(
-    r"\b(?:the|this|that|above|following|given)\s+(?:text|passage|article|paragraph|excerpt|document|"
-    r"author|context(?!\s+of)|reading|story|section)\b|\b(?:mentioned|described|discussed|stated|given|shown)\s+"
+    r"\b(?:the|this|that|above|following|given)\s+(?:(?:original|above|given|following|provided)\s+)?"
+    r"(?:text|passage|article|paragraph|excerpt|document|"
+    r"author|context(?!\s+of))\b|\b(?:mentioned|described|discussed|stated|given|shown)\s+"
     r"(?:above|below|here|earlier|in\s+the)\b|\baccording\s+to\s+the\b",
     re.IGNORECASE,
 )
+# "Compare the books in the list.": an input the instruction points at but does not carry (one that
+# carries it gives it after a colon or on lines of its own).
+_INPUT_REFERENCE = re.compile(
+    r"\b(?:the|this|that|given|following)\s+(?:\w+\s+)?(?:list|paragraph|sentence|snippet|email|essay|"
+    r"poem|review)(?=\s*(?:[.?!,;]|$)|\s+(?:in|to|and|from|into|below|above|with|by|as|so|more|is|are|has|contains)\b)",
+    re.IGNORECASE,
+)
 _DEMONSTRATIVE = re.compile(r"\b(?:this|these|those)\b", re.IGNORECASE)
+# "in this process": a demonstrative after a preposition or verb, before its noun; after an
+# auxiliary ("how did this impact...") it is a pronoun for the clause before.
+_DEMONSTRATIVE_NOUN = re.compile(r"\b(\w+)\s+(?:this|these|those)\s+(\w+)", re.IGNORECASE)
+_DEICTIC_TIME = frozenset("time times year week month day morning evening night weekend moment way".split())
+_AUXILIARIES = frozenset("do does did is are was were has have had can could will would should".split())
 _TOKEN = re.compile(r"\"[^\"]+\"|“[^”]+”|'[^' ]+(?: [^' ]+)*'(?!\w)|\w+(?:[-']\w+)*")
-# The main clause ends at the first comma, semicolon or coordinated second question.
+# The opening clause ends at the first comma, semicolon, sentence end or coordinated second
+# question: a pronoun or "this" after it may point back inside the instruction itself.
 _CLAUSE_END = re.compile(
-    r"[,;:]|\s(?:and|or|but)\s+(?:what|why|how|when|where|which|who|is|are|do|does)\b", re.I
+    r"[,;:?.!]|\s(?:and|or|but)\s+(?:what|why|how|when|where|which|who|is|are|do|does)\b", re.I
 )
 _INVERTED_PRONOUN = re.compile(
     r"(?:^|\b(?:is|are|was|were|does|do|did|can|could|will|would|should|has|have|had)\s+)"
@@ -137,15 +153,26 @@ def noun_phrases(text: str) -> list[tuple[str, list[str]]]:
     return phrases
 
 
+def _opening_clause(text: str) -> str:
+    return _CLAUSE_END.split(text.strip(), maxsplit=1)[0].strip()
+
+
 def _main_clause_pronoun(text: str) -> bool:
-    clause = _CLAUSE_END.split(text, maxsplit=1)[0]
-    match = _INVERTED_PRONOUN.search(clause.strip())
+    match = _INVERTED_PRONOUN.search(_opening_clause(text))
     return bool(match) and not _DUMMY_IT.match(match.group(2))
 
 
 def needs_context(text: str) -> str | None:
     """`needs_context` when `text` cannot be understood without its source passage, else None."""
-    if _SOURCE.search(text) or _DEMONSTRATIVE.search(text):
+    if _SOURCE.search(text) or _DEMONSTRATIVE.search(_opening_clause(text)):
+        return "needs_context"
+    for match in _DEMONSTRATIVE_NOUN.finditer(text):  # "this process" with no process named before
+        before, noun = match.group(1).lower(), match.group(2).lower()
+        if before in _AUXILIARIES or noun in _DEICTIC_TIME:
+            continue
+        if noun.rstrip("s") not in text[: match.start(2)].lower():
+            return "needs_context"
+    if ":" not in text and "\n" not in text and _INPUT_REFERENCE.search(text):
         return "needs_context"
     if re.search(r"\bthe\s+\d", text, re.IGNORECASE):  # "the 1,050 euros": a figure from the passage
         return "needs_context"

@@ -60,6 +60,8 @@ def split_lines(text: str) -> list[str]:
 def _unusable(line: str, context: str) -> str | None:
     if line.endswith(":") or line.lower().startswith(("here are", "here is", "here's", "sure")):
         return "not_a_request"
+    if re.match(r"(?:why|what|how|when|where|who|which)\s*:", line, re.IGNORECASE):  # "Why: 1. Bread baking."
+        return "not_a_request"
     if len(words(line)) < 3:
         return "too_short"
     if len(words(line)) >= 8 and normalize(line) in normalize(context):

@@ -31,6 +31,7 @@ from tasks.filters import (
 )
 from tasks.near_duplicates import Index, near_duplicate_index
 from tasks.rows import Row, drop, stable_id, with_stage
+from tasks.self_contained import needs_context
 
 STAGE = "self_instruct_bootstrap"
 TEMPLATE = "self_instruct/bootstrap.jinja"
@@ -105,7 +106,8 @@ def prompt_residue(instruction: str) -> str | None:
 
 def check_candidate(instruction: str) -> str | None:
     """The paper's filters, in its order, as a named reason (None: the instruction may be kept),
-    then the checks small models need: degenerate text and the prompt's own words."""
+    then the checks small models need: degenerate text, the prompt's own words, and a task that
+    points at something it does not give ("the list")."""
     return first_reason(
         empty(instruction),
         length_out_of_range(instruction),
@@ -114,6 +116,7 @@ def check_candidate(instruction: str) -> str | None:
         non_english(instruction),
         degenerate(instruction),
         prompt_residue(instruction),
+        needs_context(instruction),  # "Compare the top three books in the list."
     )
 
 

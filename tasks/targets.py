@@ -57,8 +57,8 @@ def shortfall_message(reached: int, target: int, rounds: int, drops: list[dict[s
     top = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common(4))
     return (
         f"Reached {reached} of {target} rows after {rounds} round(s): the filters dropped too many "
-        f"generations ({top or 'no drops recorded'}; see drops.jsonl). Raise --max-rounds, or use a "
-        "larger model, to get closer to the target."
+        f"generations ({top or 'no drops recorded'}; see drops.jsonl). A larger model, or more "
+        "rounds (--max-rounds, where the flow has it), gets closer to the target."
     )
 
 

@@ -119,11 +119,11 @@ def test_the_report_counts_evolutions_kept_not_rows_passing_through(tmp_path, fa
     assert f"| 1 | 0 of {queries} |" in (tmp_path / "out" / "README.md").read_text()
 
 
-def test_the_readme_compose_your_own_flow_report_measures_its_own_columns(tmp_path, fake):
-    from tests.test_flow_generate import readme_snippet
+def test_the_documented_compose_your_own_flow_report_measures_its_own_columns(tmp_path, fake):
+    from tests.test_flow_generate import NOTEBOOK_DOC, doc_snippet
 
-    namespace = {"__name__": "readme"}
-    exec(compile(readme_snippet("pipeline"), "README.md", "exec"), namespace)
+    namespace = {"__name__": "notebook_doc"}
+    exec(compile(doc_snippet("pipeline"), NOTEBOOK_DOC, "exec"), namespace)
     summary = namespace["haiku"](backend="fake", model="fake", output_dir=str(tmp_path / "haiku"))
     quality = summary["quality"]
     assert {"haiku", "title"} <= set(quality["fields"])

@@ -1,6 +1,7 @@
 """The instruct flow on the fake backend, under a Prefect test server."""
 
 import json
+from pathlib import Path
 
 import datasets
 import pytest
@@ -11,6 +12,8 @@ from tasks.backends.fake import fake_text, prompt_text
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ["tides", "sourdough", "git", "vaccines", "compound-interest", "bees"]
 SMALL = {"backend": "fake", "model": "fake", "num_instructions": 3, "num_evolutions": 2}
 PROVENANCE = [
     "id",
@@ -160,3 +163,48 @@ def test_near_duplicate_instructions_across_seeds_are_dropped(tmp_path, fake):
     assert summary["rows"] == 1
     assert summary["drops"]["deduplicate:near_duplicate"] == 1  # 'every' vs 'each': ROUGE-L 0.92
     assert summary["drops"]["deduplicate:duplicate"] == 4
+
+
+def test_responses_see_the_passage_by_default_and_rows_say_so(tmp_path, fake):
+    instruct(**{**SMALL, "num_evolutions": 0}, output_dir=tmp_path / "grounded")
+    answers = [prompt_text(p) for p in fake.prompts if "Question:" in prompt_text(p)]
+    passages = {json.loads(line)["context"] for line in open(ROOT / "data" / "seed_contexts.jsonl")}
+    assert all(any(p in a for p in passages) for a in answers)  # the passage is in every response prompt
+    rows = read_rows(tmp_path / "grounded")
+    assert rows and all(r["grounded"] is True for r in rows)
+    assert all(r["templates"][-1] == "respond_grounded.jinja" for r in rows)
+    assert all(not any(p in r["instruction"] for p in passages) for r in rows)  # the instruction stays bare
+
+    fake.calls.clear()
+    instruct(**{**SMALL, "num_evolutions": 0}, ground_responses=False, output_dir=tmp_path / "bare")
+    rows = read_rows(tmp_path / "bare")
+    assert rows and all(r["grounded"] is False and r["templates"][-1] == "respond.jinja" for r in rows)
+    assert not any(
+        any(p in prompt_text(q) for p in passages) for q in fake.prompts if "Questions:" not in prompt_text(q)
+    )
+
+
+def test_passages_short_of_their_queries_are_asked_again_until_each_has_its_rows(tmp_path, fake):
+    def vague_at_first(prompt, params):
+        if is_self_instruct(prompt):
+            if params.seed < 3:  # round 1 (seeds 0-2): questions that need the passage
+                return "1. How does it work?\n2. What are the benefits?\n3. What is the process?"
+            return fake_text(prompt, params)
+        return fake_text(prompt, params)
+
+    fake.responder = vague_at_first
+    summary = instruct(**{**SMALL, "num_evolutions": 0}, output_dir=tmp_path / "out")
+    assert summary["rows"] == summary["target_rows"] == 3 * 6 and summary["rounds"] >= 2
+    assert summary["drops"]["self_instruct:needs_context"] > 0
+    rows = read_rows(tmp_path / "out")
+    assert [r["seed_id"] for r in rows] == [s for s in SEEDS for _ in range(3)]  # each passage, in order
+    fake.calls.clear()  # every round came from the cache
+    instruct(**{**SMALL, "num_evolutions": 0}, output_dir=tmp_path / "again")
+    assert fake.calls == [] and read_rows(tmp_path / "again") == rows
+
+
+def test_a_target_out_of_reach_stops_after_max_rounds_and_says_why(tmp_path, fake, caplog):
+    fake.responder = lambda prompt, params: "1. How does it work?" if is_self_instruct(prompt) else "Fine."
+    summary = instruct(**{**SMALL, "num_evolutions": 0}, max_rounds=2, output_dir=tmp_path / "out")
+    assert summary["rows"] == 0 and summary["rounds"] == 2
+    assert "Reached 0 of 18 rows after 2 round(s)" in caplog.text and "needs_context" in caplog.text

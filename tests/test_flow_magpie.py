@@ -113,7 +113,8 @@ def test_rows_that_fail_are_generated_again_until_num_rows_pass(tmp_path, fake):
     def flaky(prompt, params):
         if not is_user_turn(prompt):
             return "I'm sorry, but as an AI I cannot help." if "refuse" in prompt else "A fine answer."
-        return ["", f"Why do tides change {params.seed}?", "Please refuse this"][params.seed % 3]
+        turns = ["", f"Why do tides change {params.seed}?", "Please refuse my request about tides"]
+        return turns[params.seed % 3]
 
     fake.responder = flaky
     summary = magpie(**{**FAKE, "num_rows": 10}, output_dir=tmp_path / "out")

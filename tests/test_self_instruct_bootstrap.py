@@ -10,7 +10,7 @@ from tasks.seed_tasks import load_seed_tasks
 from tasks.seeds import SeedError
 from tasks.self_instruct_bootstrap import admit, build_prompt, check_candidate, parse_tasks, sample_examples
 
-POOL = ["Write a haiku about the first cold morning of autumn.", "Translate the sentence into French."]
+POOL = ["Write a haiku about the first cold morning of autumn.", "Translate a short greeting into French."]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +127,12 @@ def test_the_shipped_seed_tasks_load_and_pass_the_filters():
     assert 20 <= len(tasks) <= 40
     assert len({t["seed_id"] for t in tasks}) == len(tasks)
     assert all(t["instruction"] and t["output"] for t in tasks)
-    assert [t["instruction"] for t in tasks if check_candidate(t["instruction"])] == []
+    # A seed task that comes with an input may point at it ("the product review"); a generated
+    # task has no input, so the same words make it unanswerable: the only reason those fail.
+    alone = [t for t in tasks if not t.get("input")]
+    assert alone and [t["instruction"] for t in alone if check_candidate(t["instruction"])] == []
+    with_input = {check_candidate(t["instruction"]) for t in tasks if t.get("input")}
+    assert with_input <= {None, "needs_context"}
 
 
 def test_seed_tasks_in_the_papers_format_and_flat(tmp_path):
