@@ -166,7 +166,7 @@ def main(
         if preflight:
             wanted = inspect.signature(preflight).parameters
             inputs = preflight(**{k: v for k, v in params.items() if k in wanted})
-        lines = _plan(flow.name, params, inputs)
+        lines = _plan(flow.name, params, inputs, fresh=dry_run)
     except (ParameterTypeError, SeedError, OutputDirError, ValueError) as err:
         _fail(err)
     print("\n".join(lines), flush=True)
@@ -185,12 +185,12 @@ def main(
     return result
 
 
-def _plan(flow: str, params: dict[str, Any], inputs: Any) -> list[str]:
+def _plan(flow: str, params: dict[str, Any], inputs: Any, fresh: bool) -> list[str]:
     """The run's plan and estimate (tasks/plan.py); a backend that fails its calibration is bad input."""
     if flow not in plan.PLANNERS:
         return []
     try:
-        return plan.describe(flow, params, len(inputs) if isinstance(inputs, list) else 0)
+        return plan.describe(flow, params, len(inputs) if isinstance(inputs, list) else 0, fresh)
     except Exception as err:  # the backend's own error (a server down, a model that will not run)
         raise ValueError(f"the {params['backend']} backend failed a short calibration run: {err}") from None
 

@@ -74,3 +74,12 @@ def test_a_backend_that_fails_its_calibration_is_one_error_line(tmp_path, capsys
         run_cli("instruct", [*BASE, "--output-dir", str(tmp_path / "out"), "--dry-run"], capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(err) == 1 and "failed a short calibration run" in err[0]
+
+
+def test_a_rerun_reuses_the_calibration_and_calls_no_model(tmp_path, capsys, fake):
+    argv = [*BASE, "--num-instructions", "2", "--output-dir", str(tmp_path / "out")]
+    run_cli("instruct", argv, capsys)
+    fake.calls.clear()
+    _, out = run_cli("instruct", argv, capsys)  # every batch from the cache, the rate from the first run
+    assert out.startswith("Plan for instruct") and "Estimate: " in out
+    assert fake.calls == []
