@@ -20,7 +20,7 @@ from tasks.batching import Ledger, map_batches
 from tasks.generate import check_step, generate_text
 from tasks.prompt_overrides import load_overrides
 from tasks.prompts import overriding, render_template
-from tasks.publish import check_destination, publish
+from tasks.publish import check_destination, publish, run_name
 from tasks.respond import CHECKS as RESPONSE_CHECKS
 from tasks.rows import drop_duplicates
 from tasks.seeds import load_texts
@@ -63,7 +63,7 @@ def check_inputs(
 
 @flow(
     name="generate",
-    flow_run_name="generate-{backend}-seed{seed}",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def generate(
@@ -84,6 +84,7 @@ def generate(
     seed: int = 0,
     output_dir: Path = Path("output/generate"),
     versioned: bool = False,
+    keep_versions: Annotated[int, Field(ge=1)] | None = None,
     push_to_hub: str | None = None,
     private: bool = True,
     license: str = "other",
@@ -111,6 +112,8 @@ def generate(
         seed: Run seed: fixes sampling.
         output_dir: Where the dataset directory is written (replaced whole on success).
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
+        keep_versions: With versioned, keep only the newest N dated versions (older ones are
+            deleted after a successful save; the one `latest` points to is always kept). Default: all.
         push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
         private: Make a pushed dataset private.
         license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":

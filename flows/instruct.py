@@ -21,7 +21,7 @@ from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_par
 from tasks.near_duplicates import EXACT_UP_TO, drop_near_duplicates
 from tasks.progress import stage_progress
 from tasks.prompt_overrides import load_overrides
-from tasks.publish import check_destination, publish
+from tasks.publish import check_destination, publish, run_name
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop_duplicates, in_order
 from tasks.seeds import load_seeds
@@ -52,7 +52,7 @@ def check_inputs(
 
 @flow(
     name="instruct",
-    flow_run_name="instruct-{backend}-seed{seed}",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def instruct(
@@ -75,6 +75,7 @@ def instruct(
     seed: int = 0,
     output_dir: Path = Path("output/instruct"),
     versioned: bool = False,
+    keep_versions: Annotated[int, Field(ge=1)] | None = None,
     push_to_hub: str | None = None,
     private: bool = True,
     license: str = "other",
@@ -108,6 +109,8 @@ def instruct(
         seed: Run seed: fixes sampling and each row's choice of mutation.
         output_dir: Where the dataset directory is written (replaced whole on success).
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
+        keep_versions: With versioned, keep only the newest N dated versions (older ones are
+            deleted after a successful save; the one `latest` points to is always kept). Default: all.
         push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
         private: Make a pushed dataset private.
         license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":

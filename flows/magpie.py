@@ -22,7 +22,7 @@ from tasks.magpie import generate_conversations, pre_query_template
 from tasks.magpie_rows import drop_duplicates, magpie_rows, options, parse_spec
 from tasks.prompt_overrides import load_overrides
 from tasks.prompts import overriding
-from tasks.publish import check_destination, publish
+from tasks.publish import check_destination, publish, run_name
 from tasks.targets import next_count, shortfall_message, take_first
 
 Positive = Annotated[int, Field(gt=0)]
@@ -59,7 +59,7 @@ def check_inputs(
 
 @flow(
     name="magpie",
-    flow_run_name="magpie-{backend}-seed{seed}",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def magpie(
@@ -82,6 +82,7 @@ def magpie(
     seed: int = 0,
     output_dir: Path = Path("output/magpie"),
     versioned: bool = False,
+    keep_versions: Annotated[int, Field(ge=1)] | None = None,
     push_to_hub: str | None = None,
     private: bool = True,
     license: str = "other",
@@ -114,6 +115,8 @@ def magpie(
         seed: Run seed: fixes sampling and each row's choice of system prompt.
         output_dir: Where the dataset directory is written (replaced whole on success).
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
+        keep_versions: With versioned, keep only the newest N dated versions (older ones are
+            deleted after a successful save; the one `latest` points to is always kept). Default: all.
         push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
         private: Make a pushed dataset private.
         license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":

@@ -19,7 +19,7 @@ from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.batching import Ledger, map_batches
 from tasks.progress import stage_progress
 from tasks.prompt_overrides import load_overrides
-from tasks.publish import check_destination, publish
+from tasks.publish import check_destination, publish, run_name
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop
 from tasks.seed_tasks import load_seed_tasks
@@ -48,7 +48,7 @@ def check_inputs(
 
 @flow(
     name="self_instruct",
-    flow_run_name="self_instruct-{backend}-seed{seed}",
+    flow_run_name=run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=8),
 )
 def self_instruct(
@@ -71,6 +71,7 @@ def self_instruct(
     seed: int = 0,
     output_dir: Path = Path("output/self_instruct"),
     versioned: bool = False,
+    keep_versions: Annotated[int, Field(ge=1)] | None = None,
     push_to_hub: str | None = None,
     private: bool = True,
     license: str = "other",
@@ -101,6 +102,8 @@ def self_instruct(
         seed: Run seed: fixes each round's in-context examples and the sampling.
         output_dir: Where the dataset directory is written (replaced whole on success).
         versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
+        keep_versions: With versioned, keep only the newest N dated versions (older ones are
+            deleted after a successful save; the one `latest` points to is always kept). Default: all.
         push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
         private: Make a pushed dataset private.
         license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":

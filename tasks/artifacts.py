@@ -1,8 +1,10 @@
-"""What a run shows in the Prefect UI: a progress bar advanced after each stage, a table of sample
-rows (every generated column, conversations turn by turn), and the run's report as markdown."""
+"""What a run shows in the Prefect UI: a progress bar advanced after each stage, one per stage in
+rows with the time left (`StageProgress`, fed by tasks/progress.py), a table of sample rows (every
+generated column, conversations turn by turn), and the run's report as markdown."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect.artifacts import (
@@ -32,6 +34,49 @@ class Progress:
     def advance(self, stage: str) -> None:
         self.done += 1
         update_progress_artifact(self.id, 100.0 * self.done / self.total, description=f"finished {stage}")
+
+
+def time_left(elapsed: float, done: int, total: int) -> float | None:
+    """Seconds left at the rate so far; None before the first unit or after the last."""
+    return elapsed / done * (total - done) if 0 < done < total else None
+
+
+def duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def progress_line(stage: str, done: int, total: int, unit: str, elapsed: float) -> str:
+    """`respond: 64/128 rows done, about 40 s left` (or `... done in 81 s` at the end)."""
+    if done >= total:
+        return f"{stage}: {done}/{total} {unit} done in {duration(elapsed)}"
+    left = time_left(elapsed, done, total)
+    return f"{stage}: {done}/{total} {unit} done" + (
+        f", about {duration(left)} left" if left is not None else ""
+    )
+
+
+class StageProgress:
+    """A progress artifact for one stage of the current flow run (none outside a flow run), keyed
+    `<flow>-<stage>-progress`; its description holds the count and the time left. Updates are
+    at most one a second (each is an API call), and always the last."""
+
+    def __init__(self, stage: str, total: int, unit: str) -> None:
+        from prefect.runtime import flow_run
+
+        self.stage, self.total, self.unit, self.id, self.sent = stage, total, unit, None, 0.0
+        if flow_run.get_id() is None:
+            return
+        key = artifact_key(flow_run.flow_name, f"{stage}-progress")
+        self.id = create_progress_artifact(0.0, key=key, description=f"{stage}: 0/{total} {unit}")
+
+    def update(self, done: int, elapsed: float) -> None:
+        if self.id is None or (done < self.total and time.monotonic() - self.sent < 1.0):
+            return
+        self.sent = time.monotonic()
+        percent = 100.0 * min(done, self.total) / max(self.total, 1)
+        line = progress_line(self.stage, done, self.total, self.unit, elapsed)
+        update_progress_artifact(self.id, percent, description=line)
 
 
 def _brief(text: Any, limit: int = 300) -> str:

@@ -6,7 +6,8 @@ neighbours (fault isolation); rows that fail alone become failure records, the r
 because a failure is never cached the next run tries them again. The rescued batch's outcome is
 stored under the batch's own cache key, so the next run calls the model only for the rows that
 failed alone, not for the whole batch again. Each stage shows its progress
-(`tasks/progress.py`): a bar on a terminal, a log line per finished batch otherwise.
+in rows with the time left (`tasks/progress.py`): a bar on a terminal, a log line per finished
+batch otherwise, and a progress artifact in the UI.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ def _submit(
     task: Task, batches: list[list[Row]], names: list[str], params: dict, tokens: usage.StageTokens
 ) -> list[PrefectFuture]:
     futures = task.map(batches, batch_index=names, **{k: unmapped(v) for k, v in params.items()})
-    # Every batch ends before any result is read, so no finished work is thrown away.
-    with stage_progress(task.name, len(futures)) as advance:
+    # Every batch ends before any result is read, so no finished work is thrown away. Progress
+    # counts rows, so one batch of many rows is not shown as 0/1 then 1/1.
+    rows_in = {id(future): len(batch) for future, batch in zip(futures, batches)}
+    with stage_progress(task.name, sum(rows_in.values()), "rows") as advance:
         for future in as_completed(futures):
-            advance(1)
+            advance(rows_in[id(future)])
             tokens.add(future)
     wait(futures)
     return futures

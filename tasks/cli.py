@@ -15,7 +15,7 @@ from prefect import Flow
 from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
-from tasks import usage
+from tasks import plan, recipe, usage
 from tasks.dataset import OutputDirError
 from tasks.runners import with_task_runner
 from tasks.seeds import SeedError
@@ -95,6 +95,17 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
                 type=_value_type(kind) or str,
                 help=help_text,
             )
+    parser.add_argument(
+        "--recipe",
+        help="Rerun a pushed run: a recipe.json, a dataset directory or a Hub dataset id; flags given "
+        "beside it override its parameters.",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Print the plan (stages, batches, prompts) and an estimate of tokens and time from a short "
+        "calibration on the chosen backend, then stop: nothing is generated or written.",
+    )
     scale = parser.add_argument_group("where tasks run (default: threads in this process)")
     scale.add_argument("--dask-address", help="Run the tasks on the Dask cluster at this scheduler address.")
     scale.add_argument(
@@ -145,19 +156,54 @@ def main(
     starts, so bad input ends with one clear line instead of a failed run's traceback."""
     args = vars(build_parser(flow).parse_args(argv))
     runner = {k: args.pop(k) for k in ("dask_address", "dask_workers") if k in args}
+    dry_run, source = args.pop("dry_run", False), args.pop("recipe", None)
     try:
+        if source:  # the recipe's parameters, under the flags given beside it
+            args = {**recipe.rerun_parameters(recipe.load_recipe(source), flow.name), **args}
         flow = with_task_runner(flow, **runner)
         params = {**_defaults(flow), **flow.validate_parameters(args)}
+        inputs = None
         if preflight:
             wanted = inspect.signature(preflight).parameters
-            preflight(**{k: v for k, v in params.items() if k in wanted})
+            inputs = preflight(**{k: v for k, v in params.items() if k in wanted})
+        lines = _plan(flow.name, params, inputs, fresh=dry_run)
     except (ParameterTypeError, SeedError, OutputDirError, ValueError) as err:
         _fail(err)
-    result = with_run_hygiene(flow)(**args)
+    print("\n".join(lines), flush=True)
+    if dry_run:
+        print("Dry run: nothing was generated or written.")
+        return {"plan": lines}
+    state = with_run_hygiene(flow)(**args, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if not isinstance(result, dict):
+        state.result()  # the flow's own error, raised as a direct call would
     print_summary(result)
+    if result.get("hub_error"):
+        _fail_push(result)
     if result.get("kept_previous") or not result.get("rows"):
         _fail_empty(result)
     return result
+
+
+def _plan(flow: str, params: dict[str, Any], inputs: Any, fresh: bool) -> list[str]:
+    """The run's plan and estimate (tasks/plan.py); a backend that fails its calibration is bad input."""
+    if flow not in plan.PLANNERS:
+        return []
+    try:
+        return plan.describe(flow, params, len(inputs) if isinstance(inputs, list) else 0, fresh)
+    except Exception as err:  # the backend's own error (a server down, a model that will not run)
+        raise ValueError(f"the {params['backend']} backend failed a short calibration run: {err}") from None
+
+
+def _fail_push(result: dict[str, Any]) -> None:
+    """The Hub refused the push at the end of the run: the data is saved; say so on one line."""
+    reason, saved = result["hub_error"].rstrip("."), Path(result["output_dir"]).resolve()
+    print(
+        f"error: {reason}. The dataset is saved in {saved}; "
+        "run the same command again to push it (the rows come from the cache).",
+        file=sys.stderr,
+    )
+    raise SystemExit(1)
 
 
 def _fail_empty(result: dict[str, Any]) -> None:

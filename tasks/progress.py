@@ -6,6 +6,8 @@ The bar is drawn on the Console of Prefect's own console log handler (rich, whic
 uses): rich then prints each log line above the bar, whole, instead of through it, and clears the
 bar when the stage ends (transient), so what stays on screen is the log, plus one line with the
 stage's count and time. `stage_progress` yields `advance(n)`; the stage calls it as work finishes.
+Inside a flow run every stage also has a progress artifact in the UI (tasks/artifacts.py), with the
+count and the time left at the rate so far, as the log lines have.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.theme import Theme
+
+from tasks.artifacts import StageProgress, progress_line
 
 _BAR_STYLES = Theme({k: v for k, v in DEFAULT_STYLES.items() if k.startswith(("bar.", "progress."))})
 
@@ -68,22 +72,32 @@ def stage_progress(
 ) -> Iterator[Callable[[int], None]]:
     """Yields `advance(n=1)`, to call as `n` of the stage's `total` units finish. A terminal gets a
     bar (on `console`, default: Prefect's, if it is a terminal); anything else a log line each
-    `log_every` units and at the end. Stages under `min_total` units show nothing."""
+    `log_every` units and at the end, with the time left. Stages under `min_total` units show
+    nothing on the console; in a flow run, the UI shows every stage."""
     logger, done, start = _logger(), 0, time.perf_counter()
     handler = None if console else terminal_handler()
     console = console or (handler.console if handler else None)
+    ui = StageProgress(stage, total, unit) if total > 0 else None
+
+    def show(n: int) -> None:
+        nonlocal done
+        done += n
+        if ui:
+            ui.update(done, time.perf_counter() - start)
+
     if total < min_total:
-        yield lambda n=1: None
+        yield show
         return
     if console is None:
 
         def log(n: int = 1) -> None:
-            nonlocal done
-            before, done = done, done + n
-            if done == total or done // log_every > before // log_every:
-                logger.info("%s: %d/%d %s done", stage, done, total, unit)
+            before = done
+            show(n)
+            if done < total and done // log_every > before // log_every:
+                logger.info(progress_line(stage, done, total, unit, time.perf_counter() - start))
 
         yield log
+        logger.info(progress_line(stage, done, total, unit, time.perf_counter() - start))
         return
     columns = (
         TextColumn("{task.description}"),
@@ -108,8 +122,7 @@ def stage_progress(
         try:
 
             def advance(n: int = 1) -> None:
-                nonlocal done
-                done += n
+                show(n)
                 with lock:
                     progress.advance(task, n)
                     progress.refresh()
@@ -118,4 +131,4 @@ def stage_progress(
         finally:
             with lock:
                 progress.stop()
-    logger.info("%s: %d/%d %s done in %.1f s", stage, done, total, unit, time.perf_counter() - start)
+    logger.info(progress_line(stage, done, total, unit, time.perf_counter() - start))

@@ -8,8 +8,11 @@ DEFAULTS = {
     # The temporary server starts in 11-21 s here (longer on a first run, which migrates its SQLite
     # database); Prefect's default timeout of 20 s fails whenever the cores are busy.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
-    # Offline, the telemetry heartbeat logs 'database is locked' tracebacks.
+    # No telemetry unless the user asks for it (DO_NOT_TRACK=0, PREFECT_SERVER_ANALYTICS_ENABLED=true):
+    # the server's heartbeat (offline it logs 'database is locked' tracebacks) and the client's
+    # usage events and first-import notice, which follow DO_NOT_TRACK only.
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
     # At shutdown the temporary server logs an event-flush CancelledError traceback.
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
     # Ids and loaded models are passed explicitly; never a pickled model.

@@ -61,7 +61,9 @@ def prefect(env, *args, cwd=ROOT):
 def test_deploy_trigger_and_watch_a_run(server, tmp_path):
     prefect(server, "work-pool", "create", "instructforge", "--type", "process")
     deployed = prefect(server, "--no-prompt", "deploy", "--all")
-    assert "instruct/daily-refresh" in deployed and "magpie/magpie-daily" in deployed
+    for name in ("instruct/daily-refresh", "magpie/magpie-daily", "self_instruct/self-instruct-weekly"):
+        assert name in deployed
+    assert "generate/generate-daily" in deployed
     params = f'{{"backend": "fake", "model": "fake", "output_dir": "{tmp_path / "out"}"}}'
     triggered = prefect(
         server, "deployment", "run", "instruct/daily-refresh", "--params", params, cwd=tmp_path
@@ -76,5 +78,23 @@ def test_deploy_trigger_and_watch_a_run(server, tmp_path):
         f"{api}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [run_id]}}}
     ).json()
     assert {"instruct-progress", "instruct-sample", "instruct-report"} <= {a["key"] for a in artifacts}
-    versions = list((tmp_path / "out").iterdir())  # versioned: a dated directory per refresh
+    versions = [p for p in (tmp_path / "out").iterdir() if p.name != "latest"]  # a dated one per refresh
     assert len(versions) == 1 and (versions[0] / "README.md").exists()
+    assert (tmp_path / "out" / "latest").resolve() == versions[0].resolve()
+
+
+def test_every_flow_has_a_deployment_whose_parameters_validate():
+    import importlib
+
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployed = {}
+    for deployment in spec["deployments"]:
+        path, name = deployment["entrypoint"].split(":")
+        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+        flow.validate_parameters(deployment["parameters"])  # raises on a wrong name or value
+        deployed[path] = deployment["parameters"]
+    assert set(deployed) == {f"flows/{p.name}" for p in (ROOT / "flows").glob("[!_]*.py")}
+    # scheduled refreshes keep dated versions, point `latest` at the newest and prune the oldest
+    assert all(p["versioned"] and p["keep_versions"] >= 1 for p in deployed.values())

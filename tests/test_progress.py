@@ -76,8 +76,8 @@ def test_a_terminal_shows_a_bar_per_stage_and_is_left_clean(tmp_path):
     assert code == 0, text
     plain = CONTROL.sub("", output)
     for stage in ("self_instruct", "evol_instruct", "respond"):
-        total = re.search(rf"{stage}: (\d+)/\1 batches done in", text)[1]  # the stage's closing line
-        assert re.search(rf"{stage} ━+ +{total}/{total} batches", plain)  # its bar reached N/N
+        total = re.search(rf"{stage}: (\d+)/\1 rows done in", text)[1]  # the stage's closing line
+        assert re.search(rf"{stage} ━+ +{total}/{total} rows", plain)  # its bar reached N/N rows
     assert "━" not in text  # every bar cleared when its stage ended
     finished = [line for line in shown if "Task run 'respond[" in line]
     assert len(finished) > 1 and all(
@@ -99,8 +99,9 @@ def test_anything_else_gets_a_log_line_per_batch_and_no_bar(tmp_path):
     )
     console = result.stdout + result.stderr
     assert result.returncode == 0, console
-    assert re.search(r"respond: 1/(\d+) batches done\n", console)
-    assert re.search(r"respond: (\d+)/\1 batches done\n", console)
+    # rows, not batches: a line per finished batch (2 rows), the time left, then the total
+    assert re.search(r"respond: 2/(\d+) rows done, about \d+ s left\n", console)
+    assert re.search(r"respond: (\d+)/\1 rows done in \d+ s\n", console)
     assert "━" not in console and "\x1b[" not in console
     assert "Traceback" not in console
 
@@ -158,11 +159,12 @@ def test_without_a_terminal_it_logs_every_step_and_the_end(caplog, monkeypatch):
         with stage_progress("near_duplicates", 25, "rows", log_every=10) as advance:
             for _ in range(25):
                 advance(1)
-    assert [r.getMessage() for r in caplog.records] == [
-        "near_duplicates: 10/25 rows done",
-        "near_duplicates: 20/25 rows done",
-        "near_duplicates: 25/25 rows done",
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m.split(",")[0] for m in messages[:2]] == ["near_duplicates: 10/25 rows done"] + [
+        "near_duplicates: 20/25 rows done"
     ]
+    assert all(re.search(r", about \d+ s left$", m) for m in messages[:2])
+    assert len(messages) == 3 and re.fullmatch(r"near_duplicates: 25/25 rows done in \d+ s", messages[2])
 
 
 def test_a_stage_under_its_minimum_shows_nothing(caplog):
@@ -170,3 +172,57 @@ def test_a_stage_under_its_minimum_shows_nothing(caplog):
         with stage_progress("respond", 1) as advance:
             advance(1)
     assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "elapsed", "line"),
+    [
+        (32, 128, 10.0, "respond: 32/128 rows done, about 30 s left"),
+        (1, 4, 50.0, "respond: 1/4 rows done, about 2 min 30 s left"),
+        (0, 4, 0.0, "respond: 0/4 rows done"),
+        (4, 4, 81.4, "respond: 4/4 rows done in 1 min 21 s"),
+    ],
+)
+def test_a_progress_line_gives_the_count_and_the_time_left(done, total, elapsed, line):
+    from tasks.artifacts import progress_line
+
+    assert progress_line("respond", done, total, "rows", elapsed) == line
+
+
+def stage_artifacts(state) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    run = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run]))
+        )
+    return {a.key: a for a in found if a.key and a.key.endswith("-progress") and a.type == "progress"}
+
+
+@pytest.mark.parametrize("flow_name", ["instruct", "magpie", "self_instruct", "generate"])
+def test_every_flow_shows_each_stage_in_rows_in_the_ui(tmp_path, fake, flow_name):
+    import importlib
+
+    flow = getattr(importlib.import_module(f"flows.{flow_name}"), flow_name)
+    small = {
+        "instruct": {"num_instructions": 2},
+        "magpie": {"num_rows": 4},
+        "self_instruct": {"num_instructions": 4},
+    }
+    state = flow(
+        backend="fake",
+        model="fake",
+        output_dir=tmp_path / "out",
+        **small.get(flow_name, {}),
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    stages = {
+        k: a for k, a in stage_artifacts(state).items() if k != f"{flow_name.replace('_', '-')}-progress"
+    }
+    assert stages, flow_name
+    for key, artifact in stages.items():
+        assert artifact.data == 100.0, key
+        assert re.fullmatch(r"\w+: (\d+)/\1 rows done in [\w ]+", artifact.description), artifact.description

@@ -12,6 +12,7 @@ from prefect.client.orchestration import get_client
 from flows.instruct import instruct
 from tasks.backends.fake import prompt_text
 from tasks.hub import upload_plan
+from tests.hub_server import FakeHub
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -40,7 +41,7 @@ def test_every_dataset_directory_has_a_card_and_loads_with_load_dataset(tmp_path
 def test_versioned_runs_keep_every_version(tmp_path, fake):
     first = instruct(**SMALL, output_dir=tmp_path / "versions", versioned=True)
     second = instruct(**SMALL, output_dir=tmp_path / "versions", versioned=True)
-    versions = sorted(p.name for p in (tmp_path / "versions").iterdir())
+    versions = sorted(p.name for p in (tmp_path / "versions").iterdir() if p.name != "latest")
     assert len(versions) == 2 and first["output_dir"] != second["output_dir"]
     assert all((tmp_path / "versions" / v / "summary.json").exists() for v in versions)
 
@@ -69,27 +70,19 @@ def test_a_run_shows_progress_samples_and_report_in_the_ui(tmp_path, fake):
     assert "rows" in keys["instruct-report"].data
 
 
-def test_push_to_hub_uploads_the_card_and_parquet_privately_with_the_env_token(tmp_path, monkeypatch, fake):
-    calls = []
+@pytest.fixture
+def hub(monkeypatch):
+    """A stand-in Hub on loopback where token `hf_write` is user `me`, member of org `team`."""
+    tokens = {"hf_write": {"name": "me", "orgs": ["team"]}, "hf_read": {"name": "me", "role": "read"}}
+    with FakeHub({"team/existing": {}}, tokens) as stand_in:
+        # huggingface_hub reads HF_ENDPOINT at import; HfApi reads this at construction.
+        monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", stand_in.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_write")
+        yield stand_in
 
-    class RecordingApi:
-        def __init__(self, token=None):
-            calls.append(("token", token))
 
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs))
-            return "https://huggingface.co/datasets/me/data/commit/abc"
-
-    monkeypatch.setattr("huggingface_hub.HfApi", RecordingApi)
-    monkeypatch.setenv("HF_TOKEN", "hf_testtoken")
+def test_push_to_hub_uploads_the_card_and_parquet_privately(tmp_path, hub, fake):
     summary = instruct(**SMALL, output_dir=tmp_path / "out", push_to_hub="me/data")
-    assert calls[0] == ("token", "hf_testtoken")
-    assert calls[1] == ("create_repo", "me/data", {"repo_type": "dataset", "private": True, "exist_ok": True})
-    upload = calls[2][1]
-    assert upload["repo_id"] == "me/data" and upload["folder_path"] == summary["output_dir"]
     plan = upload_plan(tmp_path / "out")
     assert plan == [
         "README.md",
@@ -97,13 +90,59 @@ def test_push_to_hub_uploads_the_card_and_parquet_privately_with_the_env_token(t
         "drops.jsonl",
         "evol_depth.png",
         "lengths.png",
+        "recipe.json",
         "summary.json",
     ]
-    assert set(upload["allow_patterns"]) >= {"README.md", "data/*.parquet", "*.png"}
-    assert "hf_testtoken" not in (tmp_path / "out" / "README.md").read_text()
-    from tasks.hub import dataset_url
+    assert sorted(hub.repos["me/data"]) == plan and "me/data" in hub.private
+    for name in plan:
+        assert hub.repos["me/data"][name] == (tmp_path / "out" / name).read_bytes(), name
+    assert summary["hub_url"] == f"{hub.url}/datasets/me/data"
+    assert b"hf_write" not in hub.repos["me/data"]["README.md"]
 
-    assert summary["hub_url"] == dataset_url("me/data")
+
+@pytest.mark.parametrize(
+    ("token", "repo", "message"),
+    [
+        ("hf_bad", "me/data", "rejected the token"),
+        ("hf_read", "me/data", "'me' is read-only"),
+        ("hf_write", "someone-else/data", "cannot create the dataset 'someone-else/data'"),
+    ],
+)
+def test_a_push_that_cannot_succeed_fails_before_any_model_call(
+    tmp_path, monkeypatch, hub, fake, token, repo, message
+):
+    monkeypatch.setenv("HF_TOKEN", token)
+    with pytest.raises(ValueError, match=message):
+        instruct(**SMALL, output_dir=tmp_path / "out", push_to_hub=repo)
+    assert not fake.calls and not (tmp_path / "out").exists()
+    assert "POST /api/repos/create" not in hub.requests
+
+
+def test_an_unreachable_hub_is_one_clear_error(monkeypatch):
+    from tasks.hub import check_hub
+
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_TOKEN", "hf_write")
+    with pytest.raises(ValueError, match="Cannot reach the Hub at http://127.0.0.1:9"):
+        check_hub("me/data")
+
+
+def test_a_push_into_an_existing_repo_of_an_org_passes_the_check(hub):
+    from tasks.hub import check_hub
+
+    check_hub("team/existing")
+    check_hub("team/new")
+    assert "POST /api/repos/create" not in hub.requests  # a dry check: nothing created
+
+
+def test_a_push_the_hub_refuses_is_not_retried_and_fails_the_run_with_its_summary(tmp_path, hub, fake):
+    hub.refuse = (403, "Storage quota exceeded")  # the check passes; the Hub refuses the write
+    state = instruct(**SMALL, output_dir=tmp_path / "out", push_to_hub="team/data", return_state=True)
+    assert state.is_failed()
+    summary = state.result(raise_on_failure=False)
+    assert "the Hub refused the push to 'team/data'" in summary["hub_error"] and "403" in summary["hub_error"]
+    assert (tmp_path / "out" / "README.md").exists() and summary["rows"] > 0
+    assert hub.requests.count("POST /api/repos/create") == 1  # a 4xx is not retried
 
 
 def test_nothing_pushed_holds_a_local_path(tmp_path, monkeypatch, fake):
@@ -125,23 +164,41 @@ def test_push_without_a_token_says_how_to_provide_one(monkeypatch):
         hub_token()
 
 
-def test_a_run_ends_by_printing_where_the_data_went(tmp_path, monkeypatch, capsys, fake):
+CLI = ["--backend", "fake", "--model", "fake", "--num-instructions", "2", "--output-dir", "rel/out"]
+
+
+def test_a_run_ends_by_printing_where_the_data_went(tmp_path, monkeypatch, capsys, hub, fake):
     from flows.instruct import check_inputs
     from tasks.cli import main
-    from tasks.hub import dataset_url
 
-    class Api:
-        def __init__(self, token=None): ...
-
-        def create_repo(self, repo_id, **kwargs): ...
-
-        def upload_folder(self, **kwargs):
-            return "https://huggingface.co/datasets/me/data/commit/abc"
-
-    monkeypatch.setattr("huggingface_hub.HfApi", Api)
-    monkeypatch.setenv("HF_TOKEN", "hf_testtoken")
     monkeypatch.chdir(tmp_path)
-    argv = ["--backend", "fake", "--model", "fake", "--num-instructions", "2", "--output-dir", "rel/out"]
-    main(instruct, [*argv, "--push-to-hub", "me/data"], check_inputs)
+    main(instruct, [*CLI, "--push-to-hub", "me/data"], check_inputs)
     last = capsys.readouterr().out.strip().splitlines()[-2:]
-    assert last == [f"Dataset: {tmp_path / 'rel' / 'out'}", f"On the Hub: {dataset_url('me/data')}"]
+    assert last == [f"Dataset: {tmp_path / 'rel' / 'out'}", f"On the Hub: {hub.url}/datasets/me/data"]
+
+
+def test_a_bad_push_target_ends_the_command_with_one_line(tmp_path, monkeypatch, capsys, hub, fake):
+    from flows.instruct import check_inputs
+    from tasks.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(instruct, [*CLI, "--push-to-hub", "someone-else/data"], check_inputs)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("error: The Hub token of 'me'")
+    assert not fake.calls
+
+
+def test_a_refused_push_ends_the_command_with_its_summary_and_one_line(
+    tmp_path, monkeypatch, capsys, hub, fake
+):
+    from flows.instruct import check_inputs
+    from tasks import cli
+
+    hub.refuse = (403, "Storage quota exceeded")  # the check passes; the Hub refuses the write
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(instruct, [*CLI, "--push-to-hub", "team/data"], check_inputs)
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 1 and "Dataset: " in out and "Traceback" not in out + err
+    assert err.strip().splitlines()[-1].startswith("error: the Hub refused the push to 'team/data'")
