@@ -110,5 +110,10 @@ def _on_running(flow: Flow, flow_run: Any, state: Any) -> None:
 
 def with_run_hygiene(flow: Flow) -> Flow:
     """`flow` with the hook that records its process and marks dead runs Crashed."""
+    import logging
+
     temporary_server_dies_with_parent()
+    # Prefect's engine announces every hook it runs ("Running hook '_on_running'..."): bookkeeping of
+    # ours that a user can do nothing about. Its warnings and errors still show.
+    logging.getLogger("prefect.engine").setLevel(logging.WARNING)
     return flow.with_options(on_running=[*flow.on_running_hooks, _on_running])
