@@ -81,3 +81,49 @@ def test_rouge_l():
     assert filters.rouge_l("a b c d", "a b c d") == 1.0
     assert filters.rouge_l("a b c d", "x y z") == 0.0
     assert filters.rouge_l("a b c d", "a c") == pytest.approx(2 * (2 / 4 * 1.0) / (2 / 4 + 1.0))
+
+
+@pytest.mark.parametrize(
+    "response, reason",
+    [
+        ("According to the reference text, tides follow the Moon.", "mentions_prompt"),
+        ("The text suggests that saving 1,050 euros early pays off.", "mentions_prompt"),
+        ("The answer to the question is: the Moon.", "mentions_prompt"),
+        ('Premise: "Premise 1"  Question: How?  Answer:', "mentions_prompt"),
+        ("The answer to this question depends on the interest rate.", None),
+        ("The passage of time changes the tides only slowly.", None),
+    ],
+)
+def test_mentions_prompt(response, reason):
+    assert filters.mentions_prompt(response) == reason
+
+
+@pytest.mark.parametrize(
+    "response, instruction, reason",
+    [
+        (
+            "The tides occur on land versus at sea.",
+            "How do the tides occur on land versus at sea?",
+            "non_answer",
+        ),
+        ("I'm ready to help. What's your next question?", "How to use Git?", "non_answer"),
+        ("Tides come from the Moon's pull on the oceans.", "What causes tides?", None),
+        (
+            "I'd be happy to help! "
+            + "Git records snapshots of your files and lets you branch cheaply. " * 3,
+            "How to use Git?",
+            None,
+        ),
+    ],
+)
+def test_non_answer(response, instruction, reason):
+    assert filters.non_answer(response, instruction) == reason
+
+
+def test_a_long_answer_that_opens_by_declining_is_a_refusal():
+    opening = "I'm sorry for your loss, but as a chatbot, I don't have the ability to access real-time data. "
+    assert filters.refusal(opening + "Here is some general advice about travel. " * 20) == "refusal"
+    assert (
+        filters.refusal("I'm sorry to hear that. " + "Here is how to plan the trip step by step. " * 20)
+        is None
+    )
