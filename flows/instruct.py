@@ -25,7 +25,7 @@ from tasks.publish import check_destination, publish, run_name
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop_duplicates, in_order
 from tasks.seeds import load_seeds
-from tasks.self_instruct import generate_instructions
+from tasks.self_instruct import ATTEMPTS, generate_instructions
 from tasks.targets import by_seed, missing, shortfall_message, take
 
 Mutation = Literal["constraints", "deepening", "concretizing", "reasoning", "complicate_input", "breadth"]
@@ -221,7 +221,8 @@ def write_instructions(
 ) -> list[Row]:
     """1. SelfInstruct: user queries grounded in each seed passage; round r samples with seeds of
     its own, so a later round writes new queries for the passages still short."""
-    round_params = params.model_copy(update={"seed": params.seed + 3 * (round_ - 1)})
+    # subtle: a task run samples seeds seed..seed+ATTEMPTS-1, so rounds step by ATTEMPTS to stay apart.
+    round_params = params.model_copy(update={"seed": params.seed + ATTEMPTS * (round_ - 1)})
     queries = map_batches(
         generate_instructions,
         seeds,

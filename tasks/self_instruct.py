@@ -23,6 +23,7 @@ from tasks.self_contained import needs_context
 
 TEMPLATE = "self_instruct.jinja"
 STAGE = "self_instruct"
+ATTEMPTS = 3  # samples of a seed short of its count, each with the next seed value
 
 # "1.", "2)", "(3)", "-", "*", "•", "Q1:", "Query 2 -", "Request:"... repeated ("1. - foo").
 _LIST_MARKER = re.compile(
@@ -136,7 +137,7 @@ def generate_instructions(
     model: str,
     backend: str,
     params: GenerationParams,
-    max_attempts: int = 3,
+    max_attempts: int = ATTEMPTS,
     prompt_overrides: dict[str, str] | None = None,
 ) -> dict:
     """Up to `num_instructions` queries per seed context; returns {"rows", "drops"}.
