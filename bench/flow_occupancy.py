@@ -34,7 +34,7 @@ from prompt_set import bench_prompts  # noqa: E402
 
 from tasks.backends import GenerationParams, get_backend  # noqa: E402
 from tasks.backends.embedded import EMBEDDED_MODEL  # noqa: E402
-from tasks.batching import map_batches  # noqa: E402
+from tasks.pipeline.batching import map_batches  # noqa: E402
 from tasks.respond import generate_responses  # noqa: E402
 
 

@@ -49,10 +49,11 @@ import torch  # noqa: E402
 from prefect_overhead import prefect_overhead  # noqa: E402
 from prompt_set import bench_prompts  # noqa: E402
 
-from tasks.backends import GenerationParams, get_backend, kernels  # noqa: E402
+from tasks.backends import GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL  # noqa: E402
-from tasks.backends.matmul import onednn_available, pack, packed_linear  # noqa: E402
-from tasks.backends.threads import on_own_thread  # noqa: E402
+from tasks.backends.engine import kernels  # noqa: E402
+from tasks.backends.engine.matmul import onednn_available, pack, packed_linear  # noqa: E402
+from tasks.backends.engine.threads import on_own_thread  # noqa: E402
 from tasks.magpie import pre_query_template  # noqa: E402
 
 DEFAULT_THREADS = torch.get_num_threads()
@@ -65,8 +66,8 @@ def thread_counts() -> list[int]:
 def matmul_peak(size: int = 1536, seconds: float = 2.0) -> dict[str, float]:
     """Best fp32 GFLOP/s of square matmuls over a few seconds at each thread count (the best run is
     the least disturbed by other processes), through torch's default matmul, through oneDNN with
-    the weight packed once, and through the engine's own C kernel (tasks/backends/linear.c, where
-    the CPU has AVX-512; the engine takes it first, then oneDNN: tasks/backends/matmul.py). On CPUs
+    the weight packed once, and through the engine's own C kernel (tasks/backends/engine/csrc/linear.c, where
+    the CPU has AVX-512; the engine takes it first, then oneDNN: tasks/backends/engine/matmul.py). On CPUs
     not made by Intel the default runs MKL's AVX2 code and can reach half of what the cores do. The
     machine's peak is the fastest of them."""
     a, b = torch.randn(size, size), torch.randn(size, size)
@@ -178,7 +179,7 @@ def main() -> None:
     params_count = sum(p.numel() for p in backend.model.parameters())  # tied weights count once
     flops_per_token = 2 * params_count
 
-    # Torch work off the engine runs on threads that end (tasks/backends/threads.py): a thread that
+    # Torch work off the engine runs on threads that end (tasks/backends/engine/threads.py): a thread that
     # keeps an OpenMP pool makes every other thread's parallel ops wait for sleeping workers.
     peaks = on_own_thread(matmul_peak)
     peak = max(peaks.values())

@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 import tasks  # noqa: E402,F401  (Prefect defaults before prefect is imported)
 from tasks.backends import GenerationParams, get_backend  # noqa: E402
 from tasks.backends.embedded import EMBEDDED_MODEL  # noqa: E402
+from tasks.data.seeds import load_seeds  # noqa: E402
 from tasks.generate import build_messages  # noqa: E402
+from tasks.passage_queries import generate_instructions  # noqa: E402
 from tasks.respond import GROUNDED_TEMPLATE, TEMPLATE  # noqa: E402
-from tasks.seeds import load_seeds  # noqa: E402
-from tasks.self_instruct import generate_instructions  # noqa: E402
 
 PASSAGES = [ROOT / "data" / "seed_contexts.jsonl", ROOT / "bench" / "passages" / "other_domains.jsonl"]
 _NUMBER = re.compile(r"\b\d[\d,.]*\d\b|\b\d\b")

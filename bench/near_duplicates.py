@@ -22,10 +22,10 @@ import time
 from itertools import accumulate
 from pathlib import Path
 
-from tasks import minhash
-from tasks.filters import lcs_length, rouge_l_tokens, words
-from tasks.minhash_index import MinHashIndex, lsh_parameters
-from tasks.near_duplicates import (
+from tasks.quality import minhash
+from tasks.quality.filters import lcs_length, rouge_l_tokens, words
+from tasks.quality.minhash_index import MinHashIndex, lsh_parameters
+from tasks.quality.near_duplicates import (
     NearDuplicateIndex,
     brute_force_find,
     drop_near_duplicates,

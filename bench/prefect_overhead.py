@@ -10,7 +10,7 @@ from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from tasks.backends import GenerationParams, get_backend
-from tasks.batching import map_batches
+from tasks.pipeline.batching import map_batches
 from tasks.respond import generate_responses
 
 

@@ -3,9 +3,9 @@ the response step renders an instruction, in a fixed order, with varied lengths.
 
 import json
 
+from tasks.data.seeds import DEFAULT_SEEDS
 from tasks.generate import build_messages
 from tasks.respond import TEMPLATE
-from tasks.seeds import DEFAULT_SEEDS
 
 ASKS = [
     "Explain in simple terms: {s}",

@@ -16,15 +16,15 @@ from pydantic import Field
 
 from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
-from tasks.batching import Ledger, map_batches
+from tasks.data.publish import check_destination, publish, run_name
+from tasks.data.seeds import load_texts
 from tasks.generate import check_step, generate_text
-from tasks.prompt_overrides import load_overrides
-from tasks.prompts import overriding, render_template
-from tasks.publish import check_destination, publish, run_name
+from tasks.pipeline.batching import Ledger, map_batches
+from tasks.pipeline.targets import shortfall_message
 from tasks.respond import CHECKS as RESPONSE_CHECKS
 from tasks.rows import drop_duplicates
-from tasks.seeds import load_texts
-from tasks.targets import shortfall_message
+from tasks.templates.prompt_overrides import load_overrides
+from tasks.templates.prompts import overriding, render_template
 
 DEFAULT_ROWS = Path(__file__).resolve().parents[1] / "data" / "seed_instructions.jsonl"
 Positive = Annotated[int, Field(gt=0)]
@@ -183,6 +183,6 @@ def generate(
 
 
 if __name__ == "__main__":
-    from tasks.cli import main
+    from tasks.pipeline.cli import main
 
     main(generate, preflight=check_inputs)

@@ -13,20 +13,20 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
-from tasks.artifacts import Progress
 from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
-from tasks.batching import Ledger, map_batches
+from tasks.data.publish import check_destination, publish, run_name
+from tasks.data.seeds import load_seeds
 from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
-from tasks.near_duplicates import EXACT_UP_TO, drop_near_duplicates
-from tasks.progress import stage_progress
-from tasks.prompt_overrides import load_overrides
-from tasks.publish import check_destination, publish, run_name
+from tasks.passage_queries import ATTEMPTS, generate_instructions
+from tasks.pipeline.artifacts import Progress
+from tasks.pipeline.batching import Ledger, map_batches
+from tasks.pipeline.progress import stage_progress
+from tasks.pipeline.targets import by_seed, missing, shortfall_message, take
+from tasks.quality.near_duplicates import EXACT_UP_TO, drop_near_duplicates
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop_duplicates, in_order
-from tasks.seeds import load_seeds
-from tasks.self_instruct import ATTEMPTS, generate_instructions
-from tasks.targets import by_seed, missing, shortfall_message, take
+from tasks.templates.prompt_overrides import load_overrides
 
 Mutation = Literal["constraints", "deepening", "concretizing", "reasoning", "complicate_input", "breadth"]
 Positive = Annotated[int, Field(gt=0)]
@@ -243,6 +243,6 @@ def deduplicate(rows: list[Row], threshold: float) -> tuple[list[Row], list[dict
 
 
 if __name__ == "__main__":
-    from tasks.cli import main
+    from tasks.pipeline.cli import main
 
     main(instruct, preflight=check_inputs)

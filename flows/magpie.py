@@ -16,14 +16,14 @@ from pydantic import Field
 
 from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
-from tasks.batching import Ledger, map_batches
-from tasks.chat_templates import ChatTemplate, chat_template_for
+from tasks.data.publish import check_destination, publish, run_name
 from tasks.magpie import generate_conversations, pre_query_template
 from tasks.magpie_rows import drop_duplicates, magpie_rows, options, parse_spec
-from tasks.prompt_overrides import load_overrides
-from tasks.prompts import overriding
-from tasks.publish import check_destination, publish, run_name
-from tasks.targets import next_count, shortfall_message, take_first
+from tasks.pipeline.batching import Ledger, map_batches
+from tasks.pipeline.targets import next_count, shortfall_message, take_first
+from tasks.templates.chat_templates import ChatTemplate, chat_template_for
+from tasks.templates.prompt_overrides import load_overrides
+from tasks.templates.prompts import overriding
 
 Positive = Annotated[int, Field(gt=0)]
 SystemPrompt = str | list[str] | dict[str, str | tuple[str, float]] | None
@@ -201,6 +201,6 @@ def magpie(
 
 
 if __name__ == "__main__":
-    from tasks.cli import main
+    from tasks.pipeline.cli import main
 
     main(magpie, preflight=check_inputs)

@@ -16,15 +16,15 @@ from pydantic import Field
 
 from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
-from tasks.batching import Ledger, map_batches
-from tasks.progress import stage_progress
-from tasks.prompt_overrides import load_overrides
-from tasks.publish import check_destination, publish, run_name
+from tasks.data.publish import check_destination, publish, run_name
+from tasks.data.seed_tasks import load_seed_tasks
+from tasks.pipeline.batching import Ledger, map_batches
+from tasks.pipeline.progress import stage_progress
+from tasks.pipeline.targets import shortfall_message
 from tasks.respond import generate_responses
 from tasks.rows import Row, drop
-from tasks.seed_tasks import load_seed_tasks
-from tasks.self_instruct_bootstrap import STAGE, bootstrap_instructions
-from tasks.targets import shortfall_message
+from tasks.self_instruct import STAGE, bootstrap_instructions
+from tasks.templates.prompt_overrides import load_overrides
 
 Positive = Annotated[int, Field(gt=0)]
 
@@ -190,6 +190,6 @@ def self_instruct(
 
 
 if __name__ == "__main__":
-    from tasks.cli import main
+    from tasks.pipeline.cli import main
 
     main(self_instruct, preflight=check_inputs)

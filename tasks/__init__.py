@@ -4,6 +4,6 @@ Importing this package first sets quiet, load-tolerant defaults for Prefect and 
 (each only when the user has not set it), so it must be imported before `prefect`.
 """
 
-from tasks import settings as _settings
+from tasks.pipeline import settings as _settings
 
 _settings.apply_defaults()

@@ -14,13 +14,13 @@ import random
 import re
 from typing import Any
 
-from tasks import prompts
 from tasks.backends import GenerationParams, Message, get_backend
-from tasks.caching import technique_task
-from tasks.evol_filters import adds_nothing, answer_text, lost_subject, meta_talk, unfinished
-from tasks.filters import degenerate, echoes, empty, first_reason, no_gain, not_a_request, words
+from tasks.pipeline.caching import technique_task
+from tasks.quality.evol_filters import adds_nothing, answer_text, lost_subject, meta_talk, unfinished
+from tasks.quality.filters import degenerate, echoes, empty, first_reason, no_gain, not_a_request, words
+from tasks.quality.self_contained import needs_context
 from tasks.rows import Row, drop, generation_drop, with_stage
-from tasks.self_contained import needs_context
+from tasks.templates import prompts
 
 STAGE = "evol_instruct"
 IN_DEPTH = ("constraints", "deepening", "concretizing", "reasoning", "complicate_input")

@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tasks import prompts
 from tasks.backends import Generation, GenerationParams, Message, get_backend
-from tasks.caching import technique_task
-from tasks.filters import (
+from tasks.pipeline.caching import technique_task
+from tasks.quality.filters import (
     degenerate,
     echoes,
     empty,
@@ -31,6 +30,7 @@ from tasks.filters import (
     refusal,
 )
 from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
+from tasks.templates import prompts
 
 # Named checks a generation must pass, given its text, its row and the template it answered; a
 # failure drops it with the check's reason.

@@ -21,19 +21,10 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
-from tasks import chat_templates, usage
 from tasks.backends import Backend, Generation, GenerationParams, Message, get_backend
-from tasks.caching import technique_task
-from tasks.chat_templates import (
-    MARKER,
-    ChatTemplate,
-    fit_system,
-    leading_token,
-    resolve,
-    split_at_marker,
-    template_system_prompt,
-)
-from tasks.filters import (
+from tasks.pipeline import usage
+from tasks.pipeline.caching import technique_task
+from tasks.quality.filters import (
     assistant_voice,
     degenerate,
     echoes,
@@ -43,15 +34,25 @@ from tasks.filters import (
     refusal,
     words,
 )
+from tasks.quality.self_contained import needs_context
 from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
-from tasks.self_contained import needs_context
+from tasks.templates import chat_templates
+from tasks.templates.chat_templates import (
+    MARKER,
+    ChatTemplate,
+    fit_system,
+    leading_token,
+    resolve,
+    split_at_marker,
+    template_system_prompt,
+)
 
 REPLY_MARKER = "MagpieReplyText9b2e"
 STAGE = "magpie"
 RESPONSE_STAGE = "magpie_response"
 ROLE_NAMES = ("user", "assistant", "system", "model")
 # The shared cache policy keys this module's source; the derivation's other half lives in
-# tasks/chat_templates.py, so its source is a keyed input too: editing it re-runs batches.
+# tasks/templates/chat_templates.py, so its source is a keyed input too: editing it re-runs batches.
 CHAT_TEMPLATES_CODE = hashlib.sha256(inspect.getsource(chat_templates).encode()).hexdigest()[:16]
 
 

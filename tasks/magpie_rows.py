@@ -14,9 +14,9 @@ import json
 import random
 from typing import Any
 
-from tasks import prompts
-from tasks.filters import normalize
+from tasks.quality.filters import normalize
 from tasks.rows import Row, drop, stable_id
+from tasks.templates import prompts
 
 SystemPromptSpec = str | list[str] | dict[str, Any] | None
 MULTI_TURN_TEMPLATE = "magpie/multi_turn_system.jinja"

@@ -18,11 +18,11 @@ from typing import Any
 
 from tasks import evol_instruct
 from tasks import generate as generate_module
+from tasks import passage_queries as self_instruct_module
 from tasks import respond as respond_module
-from tasks import self_instruct as self_instruct_module
 from tasks.backends import GenerationParams
 from tasks.backends.embedded import EMBEDDED_MODEL
-from tasks.batching import chunk
+from tasks.pipeline.batching import chunk
 from tasks.rows import Row, stable_id
 
 Result = tuple[list[Row], list[dict[str, Any]]]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from tasks import generate
 from tasks.backends import GenerationParams
-from tasks.caching import technique_task
+from tasks.pipeline.caching import technique_task
 from tasks.rows import Row
 
 STAGE = "respond"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from tasks import prompts
 from tasks.backends import Generation, GenerationParams
+from tasks.templates import prompts
 
 Row = dict[str, Any]
 
@@ -49,7 +49,7 @@ def in_order(rows: list[Row], reference: list[Row]) -> list[Row]:
 
 def drop_duplicates(rows: list[Row], column: str = "instruction") -> tuple[list[Row], list[dict]]:
     """Keep the first row of each normalized `column` text; later ones become `duplicate` drops."""
-    from tasks.filters import normalize
+    from tasks.quality.filters import normalize
 
     kept, drops, seen = [], [], set()
     for row in rows:

@@ -1,177 +1,197 @@
-"""SelfInstruct (Wang et al., 2022, arXiv:2212.10560): new user queries grounded in a seed context.
+"""Self-Instruct's bootstrap (Wang et al., 2022, arXiv:2212.10560, section 2): grow a pool of
+instructions from a few seed tasks, one round at a time.
 
-`build_messages` renders the prompt for one seed, `parse_instructions` turns the model's text into
-clean queries (numbering and bullets stripped, headers, echoes, degenerate and duplicate lines
-dropped with a reason, the count capped). A query that needs the passage to be understood ("How
-does it work?", "What is the purpose of the vaccine?") is dropped as `needs_context`, not
-rewritten: the row keeps the instruction without its passage, and a rewrite by the same small
-model would guess at the subject; the seed is sampled again instead. `generate_instructions` joins
-them over a batch.
+Each prompt of a round shows 8 instructions in the paper's numbered format (6 seed tasks and 2
+instructions generated in earlier rounds, fewer when there are none yet) and ends at the next
+number, so the model continues the list. `parse_tasks` splits the continuation into candidates;
+`check_candidate` applies the paper's filters (length, keywords a text model cannot serve, a
+leading punctuation mark or non-English text, plus `degenerate` for small models); a candidate
+then joins the pool only if its ROUGE-L with every pool instruction is below the threshold.
+`bootstrap_instructions` is one round: a cached task keyed on the pool so far and the round.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Any
 
-from tasks import prompts
-from tasks.backends import GenerationParams, Message, get_backend
-from tasks.caching import technique_task
-from tasks.filters import degenerate, echoes, empty, first_reason, normalize, not_a_request, words
-from tasks.rows import Row, drop, generation_drop, stable_id, with_stage
-from tasks.self_contained import needs_context
+from tasks.backends import GenerationParams, get_backend
+from tasks.pipeline.caching import technique_task
+from tasks.quality.filters import (
+    degenerate,
+    echoes,
+    empty,
+    first_reason,
+    length_out_of_range,
+    non_english,
+    starts_with_punctuation,
+    unsupported_keyword,
+)
+from tasks.quality.near_duplicates import Index, near_duplicate_index
+from tasks.quality.self_contained import needs_context
+from tasks.rows import Row, drop, stable_id, with_stage
+from tasks.templates import prompts
 
-TEMPLATE = "self_instruct.jinja"
-STAGE = "self_instruct"
-ATTEMPTS = 3  # samples of a seed short of its count, each with the next seed value
+STAGE = "self_instruct_bootstrap"
+TEMPLATE = "self_instruct/bootstrap.jinja"
+# The template's own words: a continuation that starts the prompt over has left the list.
+PROMPT_MARKERS = ("come up with a series of tasks",)
+# "Task 10:", "10.", "10)" at a line start, or "Task 10:" inline; the number is the model's, not ours.
+_TASK_MARKER = re.compile(
+    r"(?:^|\n)[ \t]*(?:task\s*)?\d{1,3}\s*[:.)][ \t]*|[ \t]+task\s*\d{1,3}\s*:\s*", re.I
+)
+_LIST_END = re.compile(r"\n[ \t]*\n")
 
-# "1.", "2)", "(3)", "-", "*", "•", "Q1:", "Query 2 -", "Request:"... repeated ("1. - foo").
-_LIST_MARKER = re.compile(
-    r"^\s*(?:[-*•·+>]+|\(?\d{1,3}\s*[.):\]]|\(?[a-z][.)](?=\s)|"
-    r"(?:query|question|request|task|q)\s*\d*\s*[:.)\-])\s*",
+
+def sample_examples(
+    seed_tasks: list[Row],
+    generated: list[Row],
+    seed: int,
+    round_: int,
+    prompt_index: int,
+    k: int = 8,
+    k_generated: int = 2,
+) -> list[Row]:
+    """The in-context examples of one prompt: `k_generated` earlier generations (as many as exist)
+    topped up to `k` with seed tasks, shuffled; fixed by (run seed, round, prompt)."""
+    rng = random.Random(f"{seed}:{round_}:{prompt_index}")
+    chosen = rng.sample(generated, min(k_generated, len(generated)))
+    chosen += rng.sample(seed_tasks, min(k - len(chosen), len(seed_tasks)))
+    rng.shuffle(chosen)
+    return chosen
+
+
+def build_prompt(examples: list[Row]) -> str:
+    """A raw completion prompt, as the paper sends a vanilla LM: the list, then "Task 9:"."""
+    instructions = [" ".join(e["instruction"].split()).rstrip(":") for e in examples]
+    return prompts.render(TEMPLATE, instructions=instructions)
+
+
+def parse_tasks(text: str, truncated: bool = False) -> tuple[list[str], list[tuple[str, str]]]:
+    """(candidate instructions, [(text, reason)] for what is not one). The list ends at a blank
+    line or where the model starts the prompt over; an item cut off by the token limit is
+    `truncated`. Numbering is stripped and an item's lines are joined, as the paper does."""
+    dropped: list[tuple[str, str]] = []
+    marker = min((i for m in PROMPT_MARKERS if (i := text.lower().find(m)) >= 0), default=-1)
+    if marker >= 0:
+        text, rest = text[:marker], text[marker:]
+        dropped.append((rest.strip(), "echo_of_prompt"))
+    if end := _LIST_END.search(text.strip("\n")):
+        text, rest = text.strip("\n")[: end.start()], text.strip("\n")[end.end() :]
+        dropped.append((rest.strip(), "after_list"))
+    items = [" ".join(item.split()) for item in _TASK_MARKER.split(text)]
+    items = [item for item in items if item]
+    if truncated and not dropped and items:
+        dropped.append((items.pop(), "truncated"))
+    return items, [(t, reason) for t, reason in dropped if t]
+
+
+_RESIDUE = re.compile(
+    r"\b(?:these|those|the above|such)\s+(?:tasks|examples|instructions)\b|"
+    r"\bthe (?:text-based )?ai assistant\b|\bas an? (?:text-based )?ai\b",
     re.IGNORECASE,
 )
-_INLINE_ITEM = re.compile(r"(?<=[?.!])\s+(?=\d{1,2}[.)]\s)")
 
 
-def build_messages(seed: Row, num_instructions: int) -> list[Message]:
-    content = prompts.render(TEMPLATE, context=seed["context"], num_instructions=num_instructions)
-    return [{"role": "user", "content": content}]
+def prompt_residue(instruction: str) -> str | None:
+    """`prompt_residue` when a task carries talk about the prompt itself ("The AI assistant can
+    answer these tasks...", "...examples of how a text-based AI assistant..."): four words in a
+    row from the template, or a mention of the tasks, examples or assistant it lists."""
+    boilerplate = prompts.render(TEMPLATE, instructions=[])
+    if echoes(instruction, boilerplate, n=4) or _RESIDUE.search(instruction):
+        return "prompt_residue"
+    return None
 
 
-def clean_line(line: str) -> str:
-    """One query line without list markers, markdown emphasis or wrapping quotes."""
-    line = line.strip()
-    while (stripped := _LIST_MARKER.sub("", line, count=1)) != line:
-        line = stripped.strip()
-    line = line.replace("**", "").replace("__", "").strip()
-    if len(line) >= 2 and line[0] in "\"'“" and line[-1] in "\"'”":
-        line = line[1:-1].strip()
-    return line
+def check_candidate(instruction: str) -> str | None:
+    """The paper's filters, in its order, as a named reason (None: the instruction may be kept),
+    then the checks small models need: degenerate text, the prompt's own words, and a task that
+    points at something it does not give ("the list")."""
+    return first_reason(
+        empty(instruction),
+        length_out_of_range(instruction),
+        unsupported_keyword(instruction),
+        starts_with_punctuation(instruction),
+        non_english(instruction),
+        degenerate(instruction),
+        prompt_residue(instruction),
+        needs_context(instruction),  # "Compare the top three books in the list."
+    )
 
 
-def split_lines(text: str) -> list[str]:
-    """Lines of the output, with inline lists ("1. What...? 2. Why...?") split into items."""
-    lines = []
-    for line in text.splitlines():
-        lines += _INLINE_ITEM.split(line) if len(_INLINE_ITEM.findall(line)) >= 1 else [line]
-    return lines
+def _drop(reason: str, round_: int, text: str, **extra: Any) -> dict[str, Any]:
+    return {**drop(STAGE, reason, {}, text), "round": round_, **extra}
 
 
-def _unusable(line: str, context: str) -> str | None:
-    if line.endswith(":") or line.lower().startswith(("here are", "here is", "here's", "sure")):
-        return "not_a_request"
-    if re.match(r"(?:why|what|how|when|where|who|which)\s*:", line, re.IGNORECASE):  # "Why: 1. Bread baking."
-        return "not_a_request"
-    if len(words(line)) < 3:
-        return "too_short"
-    if len(words(line)) >= 8 and normalize(line) in normalize(context):
-        return "copied_context"
-    return not_a_request(line) or needs_context(line)
-
-
-def parse_instructions(
-    text: str, num_instructions: int, context: str, boilerplate: str = ""
-) -> tuple[list[str], list[tuple[str, str]]]:
-    """(kept queries, [(line, reason)] for every non-blank line dropped)."""
-    kept: list[str] = []
-    dropped: list[tuple[str, str]] = []
-    seen: set[str] = set()
-    for raw in split_lines(text):
-        line = clean_line(raw)
-        if not line:
-            if raw.strip():
-                dropped.append((raw.strip(), "empty"))
-            continue
-        reason = first_reason(
-            empty(line),
-            _unusable(line, context),
-            echoes(line, boilerplate),
-            degenerate(line),
-        )
-        if reason is None and normalize(line) in seen:
-            reason = "duplicate"
-        if reason is None and len(kept) >= num_instructions:
-            reason = "over_cap"
-        if reason:
-            dropped.append((line, reason))
+def admit(
+    candidates: list[str], pool: Index, threshold: float, round_: int
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The candidates that pass `check_candidate` and are not similar to the pool (which each
+    kept one joins at once, so a round cannot keep two near-copies); drops name the reason."""
+    kept, drops = [], []
+    for candidate in candidates:
+        if reason := check_candidate(candidate):
+            drops.append(_drop(reason, round_, candidate))
+        elif match := pool.find(candidate, threshold):
+            drops.append(
+                _drop("similar_to_pool", round_, candidate, similar_to=match[0], score=round(match[1], 4))
+            )
         else:
-            kept.append(line)
-            seen.add(normalize(line))
-    return kept, dropped
-
-
-def instruction_rows(
-    seed: Row, text: str, num_instructions: int, base: Row, params: GenerationParams
-) -> tuple[list[Row], list[dict[str, Any]]]:
-    boilerplate = prompts.render(TEMPLATE, context="", num_instructions=num_instructions)
-    kept, dropped = parse_instructions(text, num_instructions, seed["context"], boilerplate)
-    rows = [
-        with_stage(
-            base,
-            STAGE,
-            TEMPLATE,
-            params,
-            id=stable_id(seed["seed_id"], query),
-            seed_id=seed["seed_id"],
-            context=seed["context"],
-            instruction=query,
-            lineage=[query],
-            mutations=[],
-            evol_depth=0,
-            evol_drops=[],
-        )
-        for query in kept
-    ]
-    drops = [drop(STAGE, reason, seed, line) for line, reason in dropped]
-    if not kept and not dropped:
-        drops.append(drop(STAGE, "empty", seed, text))
-    return rows, drops
+            pool.add(candidate)
+            kept.append(candidate)
+    return kept, drops
 
 
 @technique_task(STAGE, templates=lambda inputs: [TEMPLATE])
-def generate_instructions(
-    seeds: list[Row],
-    batch_index: str,
-    num_instructions: int,
+def bootstrap_instructions(
+    generated: list[Row],
+    batch_index: int,
+    round: int,
+    seed_tasks: list[Row],
+    prompts_per_round: int,
+    num_seed_examples: int,
+    num_generated_examples: int,
+    similarity_threshold: float,
+    seed: int,
     model: str,
     backend: str,
     params: GenerationParams,
-    max_attempts: int = ATTEMPTS,
     prompt_overrides: dict[str, str] | None = None,
 ) -> dict:
-    """Up to `num_instructions` queries per seed context; returns {"rows", "drops"}.
-
-    Small models often write fewer queries than asked: a seed short of its count is sampled again
-    (with the next seed value, so reruns repeat it) up to `max_attempts` times."""
-    llm = get_backend(backend, model)
+    """One bootstrap round: `prompts_per_round` prompts sampled from the pool (`seed_tasks` plus
+    the instructions `generated` so far), their continuations parsed and filtered. Returns
+    {"rows": the new instructions, "drops": every candidate left out, with its reason}."""
+    k = num_seed_examples + num_generated_examples
+    samples = [
+        sample_examples(seed_tasks, generated, seed, round, i, k, num_generated_examples)
+        for i in range(prompts_per_round)
+    ]
+    round_params = params.model_copy(update={"seed": params.seed + round})
+    outputs = get_backend(backend, model).generate([build_prompt(s) for s in samples], round_params)
+    pool = near_duplicate_index([r["instruction"] for r in [*seed_tasks, *generated]], similarity_threshold)
     base = {"model": model, "backend": backend}
-    kept: dict[str, list[Row]] = {s["seed_id"]: [] for s in seeds}
-    drops: list[dict[str, Any]] = []
-    pending = list(seeds)
-    unfit: set[str] = set()  # seeds whose prompt can never fit the context window
-    for attempt in range(max_attempts):
-        attempt_params = params.model_copy(update={"seed": params.seed + attempt})
-        outputs = llm.generate([build_messages(s, num_instructions) for s in pending], attempt_params)
-        for seed, out in zip(pending, outputs):
-            if failed := generation_drop(STAGE, out, seed):
-                drops.append(failed)
-                unfit.add(seed["seed_id"])
-                continue
-            rows, new_drops = instruction_rows(seed, out.text, num_instructions, base, params)
-            have = {normalize(r["instruction"]) for r in kept[seed["seed_id"]]}
-            for row in rows:
-                if normalize(row["instruction"]) in have:
-                    new_drops.append(drop(STAGE, "duplicate", seed, row["instruction"]))
-                elif len(kept[seed["seed_id"]]) >= num_instructions:
-                    new_drops.append(drop(STAGE, "over_cap", seed, row["instruction"]))
-                else:
-                    kept[seed["seed_id"]].append(row)
-                    have.add(normalize(row["instruction"]))
-            drops += new_drops
-        pending = [
-            s for s in pending if len(kept[s["seed_id"]]) < num_instructions and s["seed_id"] not in unfit
+    rows, drops = [], []
+    for examples, out in zip(samples, outputs):
+        if out.finish_reason == "prompt_too_long":
+            drops.append(_drop("prompt_too_long", round, ""))
+            continue
+        candidates, unparsed = parse_tasks(out.text, truncated=out.finish_reason == "length")
+        drops += [_drop(reason, round, text) for text, reason in unparsed]
+        kept, rejected = admit(candidates, pool, similarity_threshold, round)
+        drops += rejected
+        in_context = [e.get("id") or e["seed_id"] for e in examples]
+        rows += [
+            with_stage(
+                base,
+                STAGE,
+                TEMPLATE,
+                round_params,
+                id=stable_id(STAGE, text),
+                instruction=text,
+                round=round,
+                in_context=in_context,
+            )
+            for text in kept
         ]
-        if not pending:
-            break
-    return {"rows": [row for s in seeds for row in kept[s["seed_id"]]], "drops": drops}
+    return {"rows": rows, "drops": drops}

@@ -15,7 +15,8 @@ import pytest
 from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 
-from tasks.backends import get_backend, kernels
+from tasks.backends import get_backend
+from tasks.backends.engine import kernels
 from tasks.backends.fake import fake_text
 
 

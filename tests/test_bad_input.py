@@ -9,7 +9,7 @@ import datasets
 import pytest
 
 from flows.instruct import check_inputs, instruct
-from tasks.cli import main
+from tasks.pipeline.cli import main
 
 
 def seeds_file(tmp_path, name, content):

@@ -5,10 +5,10 @@ import sys
 from types import SimpleNamespace
 
 from flows.instruct import instruct  # noqa: F401  (imports every technique the flow runs)
-from tasks import prompts
 from tasks.backends import GenerationParams
 from tasks.evol_instruct import MUTATIONS, choose_mutation, evolve_instructions
 from tasks.respond import generate_responses
+from tasks.templates import prompts
 
 PARAMS = GenerationParams(max_new_tokens=16, seed=0)
 

@@ -10,8 +10,8 @@ import pytest
 from flows.magpie import check_inputs, magpie
 from tasks.backends.embedded import embedded_model_dir
 from tasks.backends.openai_backend import ChatOnlyServer
-from tasks.chat_templates import chat_template_for
-from tasks.cli import main
+from tasks.pipeline.cli import main
+from tasks.templates.chat_templates import chat_template_for
 from tests.openai_stand_in import StandIn
 from tests.test_magpie import EXPECTED, LLAMA3
 

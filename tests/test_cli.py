@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flows.instruct import instruct
-from tasks.cli import build_parser
+from tasks.pipeline.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

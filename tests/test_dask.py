@@ -7,7 +7,7 @@ import pytest
 from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 from flows.instruct import instruct
-from tasks.runners import dask_runner, with_task_runner
+from tasks.pipeline.runners import dask_runner, with_task_runner
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

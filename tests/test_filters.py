@@ -1,6 +1,6 @@
 import pytest
 
-from tasks import filters
+from tasks.quality import filters
 
 
 @pytest.mark.parametrize(

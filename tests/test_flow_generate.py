@@ -10,7 +10,7 @@ import pytest
 
 from flows.generate import check_inputs, generate
 from tasks.backends.fake import prompt_text
-from tasks.cli import build_parser, main
+from tasks.pipeline.cli import build_parser, main
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

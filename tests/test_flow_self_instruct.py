@@ -123,7 +123,7 @@ def test_self_instruct_on_the_embedded_model(tmp_path):
 
 
 def test_help_lists_every_flow_parameter():
-    from tasks.cli import build_parser
+    from tasks.pipeline.cli import build_parser
 
     help_text = build_parser(self_instruct).format_help()
     for name in self_instruct.parameters.properties:

@@ -4,12 +4,13 @@ The task's plain function runs on the fake backend; no Prefect server needed."""
 
 import pytest
 
-from tasks import notebook, prompts
+from tasks import notebook
 from tasks.backends import Generation, GenerationParams
 from tasks.backends.fake import prompt_text
-from tasks.caching import batch_key
+from tasks.data.seeds import SeedError, load_texts
 from tasks.generate import build_messages, check_text, generate_text
-from tasks.seeds import SeedError, load_texts
+from tasks.pipeline.caching import batch_key
+from tasks.templates import prompts
 
 PARAMS = GenerationParams(max_new_tokens=64, seed=7)
 

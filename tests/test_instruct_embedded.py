@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from flows.instruct import instruct
-from tasks.filters import non_answer, refusal
-from tasks.self_contained import needs_context
+from tasks.quality.filters import non_answer, refusal
+from tasks.quality.self_contained import needs_context
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 PASSAGES = Path(__file__).resolve().parents[1] / "bench" / "passages" / "other_domains.jsonl"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from tasks.evol_instruct import eliminate, parse_evolution
-from tasks.filters import refusal
-from tasks.self_contained import needs_context
-from tasks.self_instruct import parse_instructions
-from tasks.self_instruct_bootstrap import check_candidate
+from tasks.passage_queries import parse_instructions
+from tasks.quality.filters import refusal
+from tasks.quality.self_contained import needs_context
+from tasks.self_instruct import check_candidate
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

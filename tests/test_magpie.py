@@ -9,8 +9,8 @@ from transformers import PreTrainedTokenizerFast
 from tasks.backends import Generation
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.backends.transformers_backend import resolve_model
-from tasks.chat_templates import CHATML, resolve
 from tasks.magpie import check_user_turn, pre_query_template, reply_prompt
+from tasks.templates.chat_templates import CHATML, resolve
 
 LLAMA3 = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "

@@ -9,8 +9,8 @@ import pytest
 
 from flows.magpie import magpie
 from tasks.backends.embedded import EMBEDDED_MODEL
-from tasks.filters import refusal
-from tasks.self_contained import needs_context
+from tasks.quality.filters import refusal
+from tasks.quality.self_contained import needs_context
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 SMALL = {"max_instruction_tokens": 64, "max_new_tokens": 24, "batch_size": 4}

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks import filters, minhash
-from tasks.minhash_index import MinHashIndex, lsh_parameters
-from tasks.near_duplicates import (
+from tasks.quality import filters, minhash
+from tasks.quality.minhash_index import MinHashIndex, lsh_parameters
+from tasks.quality.near_duplicates import (
     EXACT_UP_TO,
     NearDuplicateIndex,
     brute_force_find,
@@ -187,8 +187,8 @@ def test_band_table_lookups_survive_merges():
 
 DIGEST = """
 import hashlib, json
-from tasks.minhash import band_keys, elements, signatures
-from tasks.near_duplicates import drop_near_duplicates
+from tasks.quality.minhash import band_keys, elements, signatures
+from tasks.quality.near_duplicates import drop_near_duplicates
 from tests.test_near_duplicates import instruction_set
 texts = instruction_set(400, 1)
 keys = band_keys(signatures([elements(t.split()) for t in texts], 256), 64, 4)

@@ -6,8 +6,8 @@ import importlib
 
 import pytest
 
-from tasks import plan
-from tasks.cli import main
+from tasks.pipeline import plan
+from tasks.pipeline.cli import main
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

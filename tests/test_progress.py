@@ -16,7 +16,7 @@ import time
 import pytest
 from rich.console import Console
 
-from tasks.progress import stage_progress
+from tasks.pipeline.progress import stage_progress
 from tests.conftest import cli_command, cli_env
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -127,7 +127,7 @@ def test_log_lines_from_other_threads_never_leave_a_bar_behind(monkeypatch):
     logger = logging.getLogger("instructforge.test-progress-race")
     logger.addHandler(handler)
     logger.propagate, logger.level = False, logging.INFO
-    monkeypatch.setattr("tasks.progress.terminal_handler", lambda: handler)
+    monkeypatch.setattr("tasks.pipeline.progress.terminal_handler", lambda: handler)
     stop = threading.Event()
 
     def chatter(k: int) -> None:
@@ -154,7 +154,7 @@ def test_log_lines_from_other_threads_never_leave_a_bar_behind(monkeypatch):
 
 
 def test_without_a_terminal_it_logs_every_step_and_the_end(caplog, monkeypatch):
-    monkeypatch.setattr("tasks.progress.terminal_handler", lambda: None)
+    monkeypatch.setattr("tasks.pipeline.progress.terminal_handler", lambda: None)
     with caplog.at_level(logging.INFO, logger="instructforge"):
         with stage_progress("near_duplicates", 25, "rows", log_every=10) as advance:
             for _ in range(25):
@@ -184,7 +184,7 @@ def test_a_stage_under_its_minimum_shows_nothing(caplog):
     ],
 )
 def test_a_progress_line_gives_the_count_and_the_time_left(done, total, elapsed, line):
-    from tasks.artifacts import progress_line
+    from tasks.pipeline.artifacts import progress_line
 
     assert progress_line("respond", done, total, "rows", elapsed) == line
 

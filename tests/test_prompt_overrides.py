@@ -16,12 +16,12 @@ from flows.magpie import check_inputs as magpie_inputs
 from flows.magpie import magpie
 from flows.self_instruct import check_inputs as self_instruct_inputs
 from flows.self_instruct import self_instruct
-from tasks import prompts
 from tasks.backends.fake import prompt_text
-from tasks.caching import batch_key
-from tasks.cli import main
-from tasks.prompt_overrides import VARIABLES, PromptsError, _uses, load_overrides
-from tasks.runners import with_task_runner
+from tasks.pipeline.caching import batch_key
+from tasks.pipeline.cli import main
+from tasks.pipeline.runners import with_task_runner
+from tasks.templates import prompts
+from tasks.templates.prompt_overrides import VARIABLES, PromptsError, _uses, load_overrides
 
 SMALL = {"backend": "fake", "model": "fake", "num_instructions": 3, "num_evolutions": 1}
 # respond.jinja answers without the passage (grounded answers use respond_grounded.jinja)

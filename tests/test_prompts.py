@@ -1,6 +1,6 @@
 import pytest
 
-from tasks import prompts
+from tasks.templates import prompts
 
 
 def test_render_fills_variables():

@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 
 from flows.instruct import instruct
 from tasks.backends.fake import prompt_text
-from tasks.hub import upload_plan
+from tasks.data.hub import upload_plan
 from tests.hub_server import FakeHub
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -119,7 +119,7 @@ def test_a_push_that_cannot_succeed_fails_before_any_model_call(
 
 
 def test_an_unreachable_hub_is_one_clear_error(monkeypatch):
-    from tasks.hub import check_hub
+    from tasks.data.hub import check_hub
 
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setenv("HF_TOKEN", "hf_write")
@@ -128,7 +128,7 @@ def test_an_unreachable_hub_is_one_clear_error(monkeypatch):
 
 
 def test_a_push_into_an_existing_repo_of_an_org_passes_the_check(hub):
-    from tasks.hub import check_hub
+    from tasks.data.hub import check_hub
 
     check_hub("team/existing")
     check_hub("team/new")
@@ -157,7 +157,7 @@ def test_nothing_pushed_holds_a_local_path(tmp_path, monkeypatch, fake):
 
 
 def test_push_without_a_token_says_how_to_provide_one(monkeypatch):
-    from tasks.hub import hub_token
+    from tasks.data.hub import hub_token
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(ValueError, match="set HF_TOKEN, or save a Prefect Secret block named 'hf-token'"):
@@ -169,7 +169,7 @@ CLI = ["--backend", "fake", "--model", "fake", "--num-instructions", "2", "--out
 
 def test_a_run_ends_by_printing_where_the_data_went(tmp_path, monkeypatch, capsys, hub, fake):
     from flows.instruct import check_inputs
-    from tasks.cli import main
+    from tasks.pipeline.cli import main
 
     monkeypatch.chdir(tmp_path)
     main(instruct, [*CLI, "--push-to-hub", "me/data"], check_inputs)
@@ -179,7 +179,7 @@ def test_a_run_ends_by_printing_where_the_data_went(tmp_path, monkeypatch, capsy
 
 def test_a_bad_push_target_ends_the_command_with_one_line(tmp_path, monkeypatch, capsys, hub, fake):
     from flows.instruct import check_inputs
-    from tasks.cli import main
+    from tasks.pipeline.cli import main
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
@@ -193,7 +193,7 @@ def test_a_refused_push_ends_the_command_with_its_summary_and_one_line(
     tmp_path, monkeypatch, capsys, hub, fake
 ):
     from flows.instruct import check_inputs
-    from tasks import cli
+    from tasks.pipeline import cli
 
     hub.refuse = (403, "Storage quota exceeded")  # the check passes; the Hub refuses the write
     monkeypatch.chdir(tmp_path)

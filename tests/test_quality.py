@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.quality import (
+from tasks.quality.metrics import (
     distinct_n,
     mean_pairwise_rouge_l,
     quality_markdown,
@@ -50,7 +50,7 @@ def test_metrics_and_report(tmp_path):
 
 
 def test_metrics_cover_every_turn_of_a_conversation_and_any_text_column():
-    from tasks.quality import text_fields
+    from tasks.quality.metrics import text_fields
 
     rows = [
         {

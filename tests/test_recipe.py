@@ -6,10 +6,10 @@ import json
 import pytest
 
 from flows.instruct import check_inputs, instruct
-from tasks import prompts
-from tasks.cli import main
-from tasks.prompt_overrides import load_overrides
-from tasks.recipe import RecipeError, load_recipe, rerun_parameters
+from tasks.data.recipe import RecipeError, load_recipe, rerun_parameters
+from tasks.pipeline.cli import main
+from tasks.templates import prompts
+from tasks.templates.prompt_overrides import load_overrides
 from tests.hub_server import FakeHub
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.card import citations, public
-from tasks.report import techniques_used, truncation
+from tasks.data.card import citations, public
+from tasks.data.report import techniques_used, truncation
 
 
 def test_truncation_counts_flagged_rows_and_dropped_outputs_per_stage():

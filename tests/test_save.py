@@ -12,7 +12,7 @@ import pytest
 
 from flows.instruct import instruct
 from tasks.backends import get_backend
-from tasks.cli import main
+from tasks.pipeline.cli import main
 from tests.conftest import ROOT
 
 # Saves "old" then "new" into argv[1], SIGKILLing itself right after the argv[2]-th rename-like
@@ -21,7 +21,7 @@ SAVE_AND_DIE = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from tasks import dataset
+    from tasks.data import dataset
 
     out, step, mode = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     save = dataset.save_dataset.fn
@@ -68,7 +68,7 @@ def test_a_save_killed_mid_swap_leaves_the_old_or_the_new_dataset(tmp_path, step
         return
     assert proc.returncode == -9, proc.stderr
     # The next run starts by checking the output directory; then a save replaces what is there.
-    from tasks.dataset import check_output_dir, save_dataset
+    from tasks.data.dataset import check_output_dir, save_dataset
 
     check_output_dir(out)
     assert saved_ids(out) in (["old"], ["new"])  # never missing, never half

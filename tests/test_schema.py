@@ -50,13 +50,13 @@ def load_together(*paths):
     ],
 )
 def test_an_undeclared_column_is_typed_from_its_values_and_never_null(values, expected):
-    from tasks.schema import infer
+    from tasks.data.schema import infer
 
     assert infer(values) == expected
 
 
 def test_rows_without_a_declared_column_get_it_typed_and_defaulted():
-    from tasks.schema import INSTRUCT, MAGPIE, features_for, to_dataset
+    from tasks.data.schema import INSTRUCT, MAGPIE, features_for, to_dataset
 
     data = to_dataset([{"id": "a", "instruction": "Hi?"}], features_for("instruct", [{"id": "a"}]))
     assert data.features == INSTRUCT and not has_null(data.features)
@@ -95,7 +95,7 @@ def test_magpie_single_turn_multi_turn_and_only_instruction_runs_load_together(t
 
 @pytest.mark.usefixtures("prefect_server")
 def test_every_flow_writes_its_declared_schema(tmp_path, fake):
-    from tasks.schema import GENERATE, INSTRUCT, MAGPIE, SELF_INSTRUCT
+    from tasks.data.schema import GENERATE, INSTRUCT, MAGPIE, SELF_INSTRUCT
 
     instruct(**FAKE, num_instructions=2, output_dir=tmp_path / "instruct")
     magpie(**FAKE, num_rows=3, n_turns=2, output_dir=tmp_path / "magpie")

@@ -5,8 +5,8 @@ import pytest
 from jinja2.exceptions import SecurityError
 
 from flows.instruct import instruct
-from tasks import prompts
 from tasks.backends.transformers_backend import trust_remote_code
+from tasks.templates import prompts
 
 SECRET = "hf_SECRETsentinel0123456789"
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.seeds import DEFAULT_SEEDS, SeedError, load_seeds
+from tasks.data.seeds import DEFAULT_SEEDS, SeedError, load_seeds
 from tests.hub_server import SHA, FakeHub
 
 
@@ -73,7 +73,7 @@ def test_a_directory_must_be_a_saved_dataset(tmp_path):
 
 
 def test_a_dataset_directory_this_tool_wrote_is_read_as_seeds(tmp_path):
-    from tasks.dataset import save_dataset
+    from tasks.data.dataset import save_dataset
 
     save_dataset.fn([{"id": "r1", "instruction": "Name a river."}], [], [], {"rows": 1}, tmp_path / "out")
     assert load_seeds(str(tmp_path / "out"), column="instruction") == [
@@ -119,7 +119,9 @@ def test_bad_seed_input_names_the_problem_and_the_fix(tmp_path, name, content, c
 # (tests/hub_server.py). A subprocess, because `datasets` reads HF_ENDPOINT and HF_HOME at import.
 
 ROOT = Path(__file__).resolve().parents[1]
-LOAD = "import json, sys; from tasks.seeds import load_seeds; print(json.dumps(load_seeds(*sys.argv[1:])))"
+LOAD = (
+    "import json, sys; from tasks.data.seeds import load_seeds; print(json.dumps(load_seeds(*sys.argv[1:])))"
+)
 PASSAGES = {
     "id": ["tides", "bees"],
     "passage": ["Tides rise twice a day.", "Bees dance."],

@@ -1,7 +1,7 @@
 import pytest
 
-from tasks import prompts
-from tasks.self_instruct import build_messages, clean_line, parse_instructions
+from tasks.passage_queries import build_messages, clean_line, parse_instructions
+from tasks.templates import prompts
 
 CONTEXT = "Honeybees communicate the location of food with a waggle dance in the hive."
 BOILERPLATE = prompts.render("self_instruct.jinja", context="", num_instructions=5)

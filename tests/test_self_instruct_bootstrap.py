@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from tasks.near_duplicates import NearDuplicateIndex
-from tasks.seed_tasks import load_seed_tasks
-from tasks.seeds import SeedError
-from tasks.self_instruct_bootstrap import admit, build_prompt, check_candidate, parse_tasks, sample_examples
+from tasks.data.seed_tasks import load_seed_tasks
+from tasks.data.seeds import SeedError
+from tasks.quality.near_duplicates import NearDuplicateIndex
+from tasks.self_instruct import admit, build_prompt, check_candidate, parse_tasks, sample_examples
 
 POOL = ["Write a haiku about the first cold morning of autumn.", "Translate a short greeting into French."]
 

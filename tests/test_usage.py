@@ -9,8 +9,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.instruct import instruct
 from flows.magpie import magpie
-from tasks import usage
 from tasks.backends.fake import prompt_text
+from tasks.pipeline import usage
 from tests.openai_stand_in import StandIn
 from tests.test_chat_template_discovery import LLAMA3_PROPS
 

@@ -8,9 +8,9 @@ import datasets
 import pytest
 
 from flows.instruct import instruct
-from tasks import publish
-from tasks.dataset import versioned_dir
-from tasks.versions import LATEST, latest, point_latest, prune, versions
+from tasks.data import publish
+from tasks.data.dataset import versioned_dir
+from tasks.data.versions import LATEST, latest, point_latest, prune, versions
 
 SMALL = {"backend": "fake", "model": "fake", "num_instructions": 2, "num_evolutions": 0}
 

@@ -55,11 +55,11 @@ def get_backend(backend: str, model: str) -> Backend:
     """The process-wide instance of `backend` serving `model`, loaded on first use."""
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend {backend!r}. Use one of: {', '.join(sorted(BACKENDS))}.")
-    from tasks.usage import metered
+    from tasks.pipeline.usage import metered
 
     with _lock:
         key = (backend, model)
         if key not in _loaded:
-            # Every model call is counted into the calling task's token usage (tasks/usage.py).
+            # Every model call is counted into the calling task's token usage (tasks/pipeline/usage.py).
             _loaded[key] = metered(BACKENDS[backend](model))
         return _loaded[key]

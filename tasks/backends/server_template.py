@@ -11,7 +11,7 @@ missing is simply skipped (a 404 is an answer too):
   `tokenizer_path`;
 - `transformers serve` serves models under their Hub id or directory, so the name is the path.
 
-The names and paths found are where a tokenizer may hold the template (tasks/chat_templates.py
+The names and paths found are where a tokenizer may hold the template (tasks/templates/chat_templates.py
 reads them offline, tokenizer files only).
 """
 

@@ -1,7 +1,7 @@
 """Local generation with Hugging Face transformers: the embedded model, a local directory or a Hub id.
 
 Prompts are rendered with the model's chat template and stopped at the end-of-turn token or any
-stop string. Llama-family models decode on the continuous-batching engine (tasks/backends/engine.py:
+stop string. Llama-family models decode on the continuous-batching engine (tasks/backends/engine/scheduler.py:
 a slot KV cache, finished rows replaced at once, calls from concurrent tasks merged into one batch);
 other architectures go through `generate` in length-sorted, left-padded batches.
 """
@@ -16,11 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tasks.backends.base import Generation, GenerationParams, Prompt
-from tasks.backends.decode import supports
 from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
-from tasks.backends.engine import Engine, Request
-from tasks.backends.sampling import RowSampler
-from tasks.backends.threads import on_own_thread
+from tasks.backends.engine import Engine, Request, RowSampler, on_own_thread, supports
 
 # Sequences decoding together on the engine; measured in bench/generation.py (README, "Speed").
 DEFAULT_SLOTS = 256

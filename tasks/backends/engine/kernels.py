@@ -1,0 +1,286 @@
+"""The engine's C kernels (`decode_attention.c`, `decode_norms.c`, `linear.c`, `sample.c`), built
+once with the system C compiler into one library and loaded through ctypes; without a compiler,
+decoding runs the same layers in torch (the projections through oneDNN, `matmul.py`), and sampling
+the same choice in torch ops (`sampling.py`).
+
+Why: on this CPU the decode step's attention, written as torch matmuls, is a batch of 3-row products
+over each slot's keys padded to the longest sequence; it took 9-12 ms per layer at 256 sequences of
+~300 tokens, against ~5 ms for the kernel, which reads each sequence's own positions once
+(bench/generation.py measures the whole effect). The RMSNorms and the rotary embedding were 18
+small torch ops a layer, each its own pass and parallel region (decode_norms.c). The projections'
+products (linear.c) waited on memory in oneDNN (that file says more). Nucleus sampling was nine
+torch passes over every row's logits (sample.c: 2.5 s of a 41 s sampled run, now 0.9). The library is
+cached by source, flags and CPU in `$INSTRUCTFORGE_CACHE/kernels`, so `-march=native` code never
+runs on another kind of CPU. `INSTRUCTFORGE_ATTENTION=torch` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+from tasks.backends.embedded import cache_root
+
+log = logging.getLogger(__name__)
+
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = tuple(
+    CSRC / name
+    for name in ("decode_attention.c", "decode_norms.c", "decode_layers.c", "linear.c", "sample.c")
+)
+HEADERS = (CSRC / "exp16.h",)  # included by the sources: part of the cache key
+_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"]
+_lock = threading.Lock()
+_kernel: ctypes.CDLL | None | bool = False  # False: not tried yet; None: unavailable
+
+
+def _cpu_signature() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "model name", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _build() -> ctypes.CDLL | None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if os.environ.get("INSTRUCTFORGE_ATTENTION", "").lower() == "torch" or compiler is None:
+        return None
+    source = b"".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
+    key = hashlib.sha256(source + " ".join(_FLAGS).encode() + _cpu_signature().encode()).hexdigest()[:16]
+    library = cache_root() / "kernels" / f"decode-{platform.machine()}-{key}.so"
+    if not library.exists():
+        library.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
+            built = Path(tmp) / library.name
+            # OpenMP when the compiler has it (threads as torch's); otherwise one thread
+            for openmp in (["-fopenmp"], []):
+                command = [compiler, *_FLAGS, *openmp, *map(str, SOURCES), "-o", str(built), "-lm"]
+                if _compiles(command):
+                    break
+            else:
+                log.info("No working C compiler (%s): decoding runs in torch.", compiler)
+                return None
+            os.replace(built, library)  # atomic: a concurrent process sees no half-written file
+    return load(library)
+
+
+def load(library: Path) -> ctypes.CDLL:
+    kernel = ctypes.CDLL(str(library))
+    kernel.decode_attention.argtypes = (
+        [ctypes.c_void_p] * 10 + [ctypes.c_int64] * 8 + [ctypes.c_float, ctypes.c_int]
+    )
+    kernel.decode_attention.restype = ctypes.c_int
+    kernel.rms_norm.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int]
+    kernel.rms_norm.restype = None
+    kernel.rope.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    kernel.rope.restype = ctypes.c_int
+    kernel.linear_available.restype = ctypes.c_int
+    kernel.linear_packed_floats.argtypes = [ctypes.c_int64] * 2
+    kernel.linear_packed_floats.restype = ctypes.c_int64
+    kernel.linear_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2
+    kernel.linear_pack.restype = None
+    kernel.linear.argtypes = (
+        [ctypes.c_void_p] * 5
+        + [ctypes.c_int64] * 3
+        + [ctypes.c_int] * 2
+        + [ctypes.c_void_p]
+        + [ctypes.c_int64] * 2
+    )
+    kernel.linear.restype = ctypes.c_int
+    kernel.sample_rows.argtypes = (
+        [ctypes.c_void_p]
+        + [ctypes.c_int64] * 2
+        + [ctypes.c_void_p] * 3
+        + [
+            ctypes.c_int64,
+            ctypes.c_void_p,
+            ctypes.c_int,
+        ]
+    )
+    kernel.sample_rows.restype = ctypes.c_int
+    kernel.argmax_rows.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int]
+    kernel.argmax_rows.restype = None
+    kernel.decode_layers.argtypes = (
+        [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
+        + [ctypes.c_int64] * 6
+        + [ctypes.c_float]
+        + [ctypes.c_void_p] * 6
+        + [ctypes.c_int64] * 3
+        + [ctypes.c_float, ctypes.c_int]
+    )
+    kernel.decode_layers.restype = ctypes.c_int
+    return kernel
+
+
+def _compiles(command: list[str]) -> bool:
+    try:
+        return subprocess.run(command, capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def kernel() -> ctypes.CDLL | None:
+    """The compiled kernels, or None where they cannot be built (built at the first call)."""
+    global _kernel
+    with _lock:
+        if _kernel is False:
+            _kernel = _build()
+        return _kernel
+
+
+class Hot:
+    """Shared prompt prefixes held once (the engine's kept prefix keys and values) for a decode
+    step: row i's first `lengths[i]` positions are those of the [layers, kv_heads, lengths[i],
+    dim] fp32 tensors at addresses `keys[i]`, `values[i]` (length 0: none). The tensors must stay
+    alive while the step runs."""
+
+    def __init__(self, prefixes: list[tuple[torch.Tensor, torch.Tensor] | None]) -> None:
+        def column(values: list[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.int64)
+
+        self.keys = column([p[0].data_ptr() if p else 0 for p in prefixes])
+        self.values = column([p[1].data_ptr() if p else 0 for p in prefixes])
+        self.lengths = column([p[0].shape[2] if p else 0 for p in prefixes])
+
+
+def decode_attention(
+    lib, q, k, v, keys, values, lengths, scale: float, hot: Hot | None = None, layer: int = 0, longest=None
+) -> torch.Tensor:
+    """Attention of one new token per sequence: `q` [n, heads, 1, dim]; its key and value `k`, `v`
+    [n, kv_heads, 1, dim] are stored at position lengths[i] - 1 of `keys`/`values`, layer `layer`
+    of the slot cache, [slots, kv_heads, length, dim] (fp32, contiguous), and sequence i attends
+    to its first `lengths[i]` positions (int64; `longest` their maximum, if known), the first ones
+    read from `hot` where given. Returns [n, heads, 1, dim]."""
+    n, heads, _, dim = q.shape
+    kv_heads = keys.shape[1]
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    lengths = lengths.to(torch.int64).contiguous()
+    out = torch.empty_like(q)
+    failed = lib.decode_attention(
+        q.data_ptr(),
+        keys.data_ptr(),
+        values.data_ptr(),
+        k.data_ptr(),
+        v.data_ptr(),
+        lengths.data_ptr(),
+        out.data_ptr(),
+        hot.keys.data_ptr() if hot else None,
+        hot.values.data_ptr() if hot else None,
+        hot.lengths.data_ptr() if hot else None,
+        layer,
+        n,
+        kv_heads,
+        heads // kv_heads,
+        dim,
+        keys.stride(0),
+        keys.stride(1),
+        int(lengths.max()) if longest is None else longest,
+        scale,
+        torch.get_num_threads(),
+    )
+    if failed:
+        raise MemoryError("decode attention: out of memory for its score buffer")
+    return out
+
+
+def rms_norm(lib, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm's forward, `weight * (x * rsqrt(mean(x^2) + eps))` over the last dimension,
+    of fp32 `x` (any leading shape)."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    width = x.shape[-1]
+    lib.rms_norm(
+        x.data_ptr(),
+        weight.data_ptr(),
+        out.data_ptr(),
+        x.numel() // width,
+        width,
+        eps,
+        torch.get_num_threads(),
+    )
+    return out
+
+
+def rope_(lib, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> bool:
+    """transformers' `apply_rotary_pos_emb` in place, for one position per row: `q` [n, heads, 1,
+    dim] and `k` [n, kv_heads, 1, dim] contiguous, `cos`/`sin` [n, 1, dim]. False (nothing done)
+    where the shapes do not fit; the caller then runs the torch version."""
+    n, heads, steps, dim = q.shape
+    if steps != 1 or not (q.is_contiguous() and k.is_contiguous()) or cos.shape != (n, 1, dim):
+        return False
+    cos, sin = cos.contiguous(), sin.contiguous()
+    threads = torch.get_num_threads()
+    return (
+        lib.rope(
+            q.data_ptr(), k.data_ptr(), cos.data_ptr(), sin.data_ptr(), n, heads, k.shape[1], dim, threads
+        )
+        == 0
+    )
+
+
+# linear.c's element-wise steps after the product
+LINEAR_OPS = {"none": 0, "swish": 1, "mul": 2, "add": 3}
+
+
+def linear_pack(lib, weight: torch.Tensor) -> torch.Tensor:
+    """An fp32 `nn.Linear` weight [out, in] in linear.c's panels (a flat tensor)."""
+    n, k = weight.shape
+    weight = weight.detach().contiguous()
+    packed = torch.empty(lib.linear_packed_floats(n, k), dtype=torch.float32)
+    lib.linear_pack(weight.data_ptr(), packed.data_ptr(), n, k)
+    return packed
+
+
+def linear(
+    lib,
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    n: int,
+    bias: torch.Tensor | None = None,
+    op: str = "none",
+    other: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+    then: tuple[torch.Tensor, int, int] | None = None,
+) -> torch.Tensor:
+    """`F.linear(x, weight, bias)` for fp32 `x` [..., in], the weight from `linear_pack` (`n`: its
+    out features), then `op`: "swish" (SiLU), "mul" or "add" `other` (x's shape but [..., n]).
+    Written into `out` ([rows, n], contiguous) where given. `then`: the next product's packed
+    weight, out and in features, whose first panels are prefetched meanwhile."""
+    k = x.shape[-1]
+    x = x.reshape(-1, k).contiguous()
+    m = x.shape[0]
+    if out is None:
+        out = torch.empty(m, n, dtype=torch.float32)
+    if other is not None:
+        other = other.reshape(m, n).contiguous()
+    failed = lib.linear(
+        x.data_ptr(),
+        packed.data_ptr(),
+        bias.data_ptr() if bias is not None else None,
+        other.data_ptr() if other is not None else None,
+        out.data_ptr(),
+        m,
+        k,
+        n,
+        LINEAR_OPS[op],
+        torch.get_num_threads(),
+        then[0].data_ptr() if then else None,
+        then[1] if then else 0,
+        then[2] if then else 0,
+    )
+    if failed:  # the portable build, which `linear_available` reports
+        raise RuntimeError("linear.c was built without AVX-512: use oneDNN or F.linear")
+    return out

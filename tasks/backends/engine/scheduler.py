@@ -1,0 +1,289 @@
+"""Continuous batching (Yu et al., 2022, *Orca*): one decode loop serves every caller at once.
+
+Requests from all concurrent `generate` calls (Prefect runs several batch tasks at a time) wait in
+one queue. The loop keeps up to `slots` sequences decoding together; when one ends, a waiting
+prompt takes its slot, so the batch stays full instead of shrinking while its longest row finishes.
+New prompts are prefilled in groups of similar length (each call's prompts are queued longest
+first). Memory is bounded by the slot cache, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from tasks.backends.engine import cache_size, prefill_runs
+from tasks.backends.engine.decode import SlotCache, SlotModel
+from tasks.backends.engine.kernels import Hot
+from tasks.backends.engine.sampling import RowSampler, choose
+from tasks.backends.engine.threads import ThreadCounts
+
+_MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest
+_CLOSE_WAIT_S = 30.0  # longest wait at exit for the decode thread to finish its step
+
+
+@dataclass
+class Request:
+    prompt: list[int]
+    max_new_tokens: int
+    sampler: RowSampler
+    stops: tuple[str, ...]
+    future: Future = field(default_factory=Future)
+    tokens: list[int] = field(default_factory=list)
+    stopped: bool = False
+    prefix: tuple[torch.Tensor, torch.Tensor] | None = None  # the kept prefix its slot starts with
+    unwritten: int = 0  # its slot's first positions, never written (the prefix, read from `prefix`)
+
+
+class Engine:
+    """Runs requests on a background thread; `submit` returns futures of (tokens, stopped)."""
+
+    def __init__(self, model, tokenizer, eos_ids: list[int], slots: int, refill: int) -> None:
+        self.net = SlotModel(model)
+        self.tokenizer = tokenizer
+        self.eos = set(eos_ids)
+        self.slots = self.max_slots = slots
+        self.refill = max(1, refill)
+        self.vocab = model.config.vocab_size
+        self.device = model.device
+        cpu = self.device.type == "cpu"
+        self.prefill_positions = prefill_runs.MOST_POSITIONS_CPU if cpu else prefill_runs.MOST_POSITIONS
+        self.cache: SlotCache | None = None
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        projection = self.net.body.layers[0].mlp.up_proj
+        # a decode-shaped product, run as the steps run it (packed weights or not)
+        self.threads = ThreadCounts(
+            lambda x: self.net.linear(projection, x), projection.in_features, self.device
+        )
+        self.prefix: list[int] = []  # the shared prompt prefix whose keys and values are kept
+        self.prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None
+        # the torch attention reads a row's kept prefix from its slot; the C kernel, from prefix_kv
+        self.prefix_in_slots = self.net.kernel is None
+        self._hot: Hot | None = None  # the running rows' prefixes, for the kernel (None: changed)
+        # counters for the benchmark: decode steps, rows summed over steps, prefilled positions, and
+        # seconds spent in decode steps and in prefill
+        self.stats = {"steps": 0, "row_steps": 0, "prefill_tokens": 0, "decode_s": 0.0, "prefill_s": 0.0}
+
+    def submit(self, requests: list[Request]) -> list[Future]:
+        with self._wake:
+            if self._closed:
+                raise RuntimeError("the decode engine was closed (the interpreter is exiting)")
+            self.waiting.extend(requests)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="decode-engine", daemon=True)
+                self._thread.start()
+                atexit.register(self.close)
+            self._wake.notify()
+        return [r.future for r in requests]
+
+    def close(self) -> None:
+        """Stop the decode thread (after its current step) and wait for it. Runs at exit: a
+        script that ends right after `generate` returned could otherwise exit while the thread
+        still ran the step's last torch ops, and the C++ runtime's teardown then aborted the
+        process ("terminate called without an active exception", exit status 134)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=_CLOSE_WAIT_S)
+
+    def _serve(self) -> None:
+        while True:
+            with self._wake:
+                while not self.waiting and not self.running and not self._closed:
+                    self._wake.wait()
+                if self._closed:
+                    return
+            try:
+                with torch.inference_mode():
+                    self._run()
+            except BaseException as err:  # a backend failure fails every request in flight
+                for request in [*self.running, *self._drain()]:
+                    if not request.future.done():
+                        request.future.set_exception(err)
+                self.running, self._hot = [], None
+
+    def _drain(self) -> list[Request]:
+        with self._wake:
+            drained, self.waiting = list(self.waiting), deque()
+        return drained
+
+    def _run(self) -> None:
+        tokens = lengths = seen = None
+        while not self._closed:
+            queued = len(self.running) + len(self.waiting)
+            if self.cache is not None and self.waiting and self.cache.slots < min(self.max_slots, queued):
+                self._make_room(self.cache.length, queued)  # more requests than slots: add slots
+            free = self.slots - len(self.running)
+            if self.waiting and (free >= min(self.refill, self.slots) or not self.running):
+                tokens, lengths, seen = self._admit(free, tokens, lengths, seen)
+            if not self.running:
+                return
+            self.threads.use(len(self.running))
+            if self._hot is None and self.net.kernel is not None:
+                self._hot = Hot([r.prefix for r in self.running])
+            began = time.perf_counter()
+            logits = self.net.decode(self.cache, tokens, lengths, self._hot)
+            self.stats["decode_s"] += time.perf_counter() - began
+            self.stats["steps"] += 1
+            self.stats["row_steps"] += len(self.running)
+            lengths = lengths + 1
+            chosen = choose(logits, [r.sampler for r in self.running], seen)
+            tokens, lengths, seen = self._advance(chosen, lengths, seen)
+
+    def _admit(self, free, tokens, lengths, seen):
+        with self._wake:
+            group = [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
+        demand = len(self.running) + len(group) + len(self.waiting)
+        room = self._make_room(max(len(r.prompt) + r.max_new_tokens for r in group), demand)
+        keep = self.slots - len(self.running) if room else 0
+        if keep < len(group):  # a longer request needs a bigger cache: it waits at the front
+            with self._wake:
+                self.waiting.extendleft(reversed(group[keep:]))
+            group = group[:keep]
+        if not group:
+            return tokens, lengths, seen
+        group.sort(key=lambda r: len(r.prompt), reverse=True)
+        first, began = len(self.running), time.perf_counter()
+        start = self._shared_prefix(group, first)
+        for r in group:  # decode reads these positions from the kept prefix (kernels.Hot)
+            r.prefix = self.prefix_kv if start else None
+            r.unwritten = 0 if self.prefix_in_slots else start
+        logits = torch.cat(
+            [
+                self._prefill(chunk, first + at, start)
+                for at, chunk in prefill_runs.split(group, start, self.prefill_positions)
+            ]
+        )
+        self.stats["prefill_s"] += time.perf_counter() - began
+        plen = torch.tensor([len(r.prompt) for r in group], device=self.device)
+        new_seen = self._seen(group) if seen is not None or self._penalized(group) else None
+        if new_seen is not None and seen is None:
+            seen = self._seen(self.running)
+        seen = None if new_seen is None else torch.cat([seen, new_seen])
+        chosen = choose(logits, [r.sampler for r in group], new_seen)
+        self.running.extend(group)
+        self._hot = None
+        tokens = plen.new_tensor(chosen) if tokens is None else torch.cat([tokens, plen.new_tensor(chosen)])
+        lengths = plen if lengths is None else torch.cat([lengths, plen])
+        return self._advance(tokens.tolist(), lengths, seen, start=first)
+
+    def _prefill(self, chunk: list[Request], first: int, start: int) -> torch.Tensor:
+        """Prefill `chunk` (longest first) into slots first.., after `start` shared prefix tokens."""
+        ids = torch.zeros(len(chunk), len(chunk[0].prompt) - start, dtype=torch.long)
+        for i, r in enumerate(chunk):
+            ids[i, : len(r.prompt) - start] = torch.tensor(r.prompt[start:])
+        rest = torch.tensor([len(r.prompt) - start for r in chunk], device=self.device)
+        self.stats["prefill_tokens"] += int(rest.sum())
+        self.threads.use(ids.numel())
+        prefix = self.prefix_kv if start else None
+        return self.net.prefill(self.cache, first, ids.to(self.device), rest, prefix)
+
+    def _shared_prefix(self, group: list[Request], first: int) -> int:
+        """Prefix caching (as vLLM and SGLang do): prompts built from one template share their first
+        tokens (chat template and system prompt; the whole prompt for Magpie). The shared prefix's
+        keys and values are computed once and kept, so prefill runs on the rest only. The C kernel
+        reads them from the kept copy (kernels.Hot) and the slots' first positions stay unwritten
+        (~40,000 fewer fresh pages in a bench run); the torch attention gets a copy in each slot.
+        Returns the prefix length slots first..first+len(group)-1 start with."""
+        room = min(len(r.prompt) for r in group) - 1  # the last token is prefilled: it gives the logits
+        shared = group[0].prompt[:room]
+        for r in group[1:]:
+            differ = (i for i, (a, b) in enumerate(zip(shared, r.prompt)) if a != b)
+            shared = shared[: next(differ, len(shared))]
+        held = self.prefix
+        usable = 0 < len(held) <= len(shared) and shared[: len(held)] == held
+        if len(group) > 1 and len(shared) >= max(_MIN_PREFIX, len(held) + _MIN_PREFIX if usable else 0):
+            ids = torch.tensor([shared], device=self.device)
+            self.net.prefill(self.cache, first, ids, torch.tensor([len(shared)], device=self.device))
+            self.prefix, self.prefix_kv = shared, self.cache.read(first, len(shared))
+            self.stats["prefill_tokens"] += len(shared)
+        elif not usable:
+            return 0
+        if self.prefix_in_slots:
+            self.cache.fill(first, len(group), *self.prefix_kv)
+        return len(self.prefix)
+
+    def _penalized(self, requests: list[Request]) -> bool:
+        return any(r.sampler.repetition_penalty != 1.0 for r in [*self.running, *requests])
+
+    def _seen(self, requests: list[Request]) -> torch.Tensor:
+        seen = torch.zeros(len(requests), self.vocab, dtype=torch.bool, device=self.device)
+        for i, r in enumerate(requests):
+            seen[i, r.prompt + r.tokens] = True
+        return seen
+
+    def _make_room(self, need: int, demand: int) -> bool:
+        """A cache of at least `need` tokens per slot and enough slots for `demand` sequences, within
+        the memory budget (`cache_size.plan`); the running sequences are copied over. When a longer
+        request leaves room for fewer slots than are running, returns False until enough have
+        finished (the caller waits)."""
+        length, want = cache_size.plan(
+            need,
+            demand,
+            self.cache.length if self.cache is not None else None,
+            SlotCache.bytes_per_token(self.net.lm),
+            cache_size.budget(self.device),
+            self.max_slots,
+        )
+        if self.cache is not None and self.cache.length == length and self.cache.slots >= want:
+            return True
+        if self.cache is None or not self.running:
+            self.cache = None  # release the old cache before allocating the new one
+            self.cache = SlotCache(self.net.lm, want, length, zeroed=self.net.kernel is None)
+        elif want < len(self.running):
+            return False
+        else:
+            self.cache.resize(want, length, keep=len(self.running))
+        self.slots = want
+        return True
+
+    def _advance(self, chosen: list[int], lengths, seen, start: int = 0):
+        """Append each running row's new token (rows before `start` were advanced already);
+        finish rows that hit an end-of-turn token, a stop string or their token limit."""
+        done = []
+        for i in range(start, len(self.running)):
+            request, token = self.running[i], chosen[i]
+            if token in self.eos:
+                done.append(i)
+                continue
+            request.tokens.append(token)
+            if seen is not None:
+                seen[i, token] = True
+            if self._hit_stop(request) or len(request.tokens) >= request.max_new_tokens:
+                done.append(i)
+        tokens = lengths.new_tensor(chosen)
+        if done:
+            self._hot = None
+        for i in reversed(done):  # highest first, so each move fills a slot still in use
+            last = len(self.running) - 1
+            self.running[i].future.set_result((self.running[i].tokens, self.running[i].stopped))
+            if i != last:
+                self.cache.move(last, i, int(lengths[last]), self.running[last].unwritten)
+                self.running[i] = self.running[last]
+                tokens[i], lengths[i] = tokens[last], lengths[last]
+                if seen is not None:
+                    seen[i] = seen[last]
+            self.running.pop()
+        n = len(self.running)
+        return tokens[:n], lengths[:n], None if seen is None else seen[:n]
+
+    def _hit_stop(self, request: Request) -> bool:
+        if not request.stops:
+            return False
+        # A stop string of c characters spans at most c tokens (every token adds a character).
+        window = max(len(s) for s in request.stops) + 1
+        tail = self.tokenizer.decode(request.tokens[-window:], skip_special_tokens=True)
+        request.stopped = any(s in tail for s in request.stops)
+        return request.stopped

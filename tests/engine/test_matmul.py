@@ -1,0 +1,168 @@
+"""The projections through packed weights (the C kernel, linear.c, or oneDNN) give `nn.Linear`'s
+results (fp32, summation order aside), with and without bias, for decode- and prefill-shaped
+inputs; a row's result does not depend on the other rows or the thread count; the SiLU step holds
+over the whole float range; `INSTRUCTFORGE_MATMUL=torch` and non-fp32 models keep the plain
+modules, and a CPU without AVX-512 gets oneDNN."""
+
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tasks.backends.engine import kernels
+from tasks.backends.engine.matmul import Projections
+
+WAYS = ["kernel", "onednn"]  # the packed products: INSTRUCTFORGE_MATMUL="" picks the kernel first
+
+
+@pytest.fixture
+def use(monkeypatch):
+    """Projections through `way`, or a skip where this machine has no such way."""
+
+    def projections(way: str, layers) -> Projections:
+        monkeypatch.setenv("INSTRUCTFORGE_MATMUL", "" if way == "kernel" else way)
+        made = Projections(cpu_model(), layers)
+        if way == "kernel" and made.kernel is None:
+            pytest.skip("no C compiler or no AVX-512 here: the projections use oneDNN")
+        if way == "onednn" and (made.kernel is not None or not made.packed):
+            pytest.skip("this torch build has no oneDNN")
+        return made
+
+    return projections
+
+
+def cpu_model(dtype=torch.float32):
+    return types.SimpleNamespace(device=torch.device("cpu"), dtype=dtype)
+
+
+@pytest.fixture
+def layers():
+    torch.manual_seed(0)
+    return [torch.nn.Linear(64, 96, bias=False), torch.nn.Linear(96, 64, bias=True)]
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_packed_projections_give_the_modules_results(layers, use, way):
+    projections = use(way, layers)
+    assert set(projections.packed) == set(layers)
+    with torch.inference_mode():
+        for shape in [(5, 64), (7, 1, 64), (3, 11, 64)]:  # decode rows, and a padded prefill run
+            x = torch.randn(*shape)
+            out = projections(layers[1], projections(layers[0], x))
+            torch.testing.assert_close(out, layers[1](layers[0](x)), rtol=1e-5, atol=1e-5)
+            assert out.shape == (*shape[:-1], 64)
+
+
+@pytest.mark.parametrize("matmul", [*WAYS, "torch"])
+def test_fused_activation_product_and_residual_add_match_the_separate_ops(layers, use, matmul):
+    """silu/times/plus: the gated MLP's pieces run inside the product (the kernel's last step, or
+    oneDNN post-ops), or as the separate torch ops where the weights are not packed."""
+    projections = use(matmul, layers)
+    first, second = layers
+    with torch.inference_mode():
+        for shape in [(5, 64), (7, 1, 64), (3, 11, 64)]:
+            x, residual = torch.randn(*shape), torch.randn(*shape)
+            gate = projections.silu(first, x)
+            torch.testing.assert_close(gate, F.silu(first(x)), rtol=1e-5, atol=1e-5)
+            product = projections.times(first, x, gate)
+            torch.testing.assert_close(product, first(x) * gate, rtol=1e-5, atol=1e-5)
+            out = projections.plus(second, product, residual)
+            torch.testing.assert_close(out, residual + second(product), rtol=1e-5, atol=1e-5)
+            # the post-ops themselves add no rounding of their own: bit-identical to the packed
+            # product followed by the torch op
+            assert torch.equal(product, projections(first, x) * gate)
+            assert torch.equal(out, residual + projections(second, product))
+
+
+def test_the_setting_and_other_dtypes_keep_the_plain_modules(layers, monkeypatch):
+    assert not Projections(cpu_model(torch.bfloat16), layers).packed
+    monkeypatch.setenv("INSTRUCTFORGE_MATMUL", "torch")
+    projections = Projections(cpu_model(), layers)
+    assert not projections.packed
+    x = torch.randn(2, 64)
+    assert torch.equal(projections(layers[0], x), layers[0](x))
+
+
+@pytest.mark.parametrize(
+    "rows,features,out_features",
+    [
+        (1, 64, 96),  # one partial panel of 64 columns
+        (13, 576, 192),  # few panels: rows split between threads, blocks of 6 rows and a partial one
+        (84, 576, 576),
+        (7, 1536, 1100),  # 18 panels: split by panel alone, the last one partial
+        (300, 33, 64),  # an odd inner size
+    ],
+)
+def test_kernel_rows_are_independent_of_the_batch_and_the_threads(use, rows, features, out_features):
+    """Each output is one sum over the inner size in order, so a row's result is the same bits
+    alone, in any batch and on any number of threads: greedy outputs cannot depend on which other
+    rows are decoding (the engine's identity with one prompt at a time rests on it)."""
+    torch.manual_seed(rows)
+    layer = torch.nn.Linear(features, out_features, bias=True)
+    projections = use("kernel", [layer])
+    x = torch.randn(rows, features)
+    threads = torch.get_num_threads()
+    with torch.inference_mode():
+        together = projections(layer, x)
+        torch.testing.assert_close(together, layer(x), rtol=1e-5, atol=1e-5)
+        try:
+            torch.set_num_threads(1)
+            alone = torch.cat([projections(layer, row[None]) for row in x])
+        finally:
+            torch.set_num_threads(threads)
+        assert torch.equal(together, alone)
+
+
+def test_kernel_silu_holds_over_the_whole_range(use):
+    """The SiLU step computes exp itself: checked against torch's from -120 to 120, where exp(-v)
+    overflows or vanishes, to a few ulp."""
+    layer = torch.nn.Linear(1, 64, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    projections = use("kernel", [layer])
+    v = torch.cat([torch.linspace(-120, 120, 4001), torch.tensor([0.0, -0.0, 1e-30, -1e-30, 88.7, -88.8])])
+    with torch.inference_mode():
+        got = projections.silu(layer, v[:, None])  # every column is v
+        expected = F.silu(v)[:, None].expand_as(got)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, rtol=4e-7, atol=1e-30)
+
+
+def test_kernel_writes_into_a_given_output(use):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 200, bias=False)
+    projections = use("kernel", [layer])
+    x, out = torch.randn(5, 64), torch.full((5, 200), float("nan"))
+    with torch.inference_mode():
+        assert projections(layer, x, out=out) is out
+        torch.testing.assert_close(out, layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_cpu_without_avx512_gets_onednn(layers, monkeypatch, plain_kernel):
+    """The kernel library built without AVX-512 says so, and the projections take oneDNN."""
+    assert plain_kernel.linear_available() == 0
+    monkeypatch.setattr(kernels, "kernel", lambda: plain_kernel)
+    projections = Projections(cpu_model(), layers)
+    assert projections.kernel is None
+    x = torch.randn(3, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(projections(layers[0], x), layers[0](x), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_products_know_the_one_that_follows(use):
+    """Given in the order a forward pass runs them, each packed product names the next one (the
+    kernel prefetches its first weights), and prefetching changes no result."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(64, 96), torch.nn.Linear(96, 640), torch.nn.Linear(640, 64)]
+    projections = use("kernel", layers)
+    assert [projections.following.get(layer, (None,))[0] for layer in layers] == [
+        projections.packed[layers[1]],
+        projections.packed[layers[2]],
+        None,
+    ]
+    assert projections.following[layers[1]][1:] == (64, 640)  # out and in features
+    x = torch.randn(9, 64)
+    with torch.inference_mode():
+        got = projections(layers[2], projections(layers[1], projections(layers[0], x)))
+        torch.testing.assert_close(got, layers[2](layers[1](layers[0](x))), rtol=1e-5, atol=1e-5)
