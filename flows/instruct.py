@@ -19,7 +19,7 @@ from tasks.data.publish import check_destination, publish, run_name
 from tasks.data.seeds import load_seeds
 from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
 from tasks.passage_queries import ATTEMPTS, generate_instructions
-from tasks.pipeline.artifacts import Progress
+from tasks.pipeline.artifacts import RunProgress
 from tasks.pipeline.batching import Ledger, map_batches
 from tasks.pipeline.progress import stage_progress
 from tasks.pipeline.targets import by_seed, missing, shortfall_message, take
@@ -129,7 +129,7 @@ def instruct(
     logger.info("Loaded %d seed passages; model %s (%s)", len(seed_rows), model, backend)
 
     ledger = Ledger()
-    progress = Progress("instruct", total=num_evolutions + 2)
+    progress = RunProgress("instruct", total=num_evolutions + 2)
     targets = {s["seed_id"]: num_instructions for s in seed_rows}
     final: list[Row] = []
     evolutions: dict[int, dict[str, int]] = {}

@@ -18,9 +18,10 @@ from tasks.backends import BackendId, GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL
 from tasks.data.publish import check_destination, publish, run_name
 from tasks.magpie import generate_conversations, pre_query_template
-from tasks.magpie_rows import drop_duplicates, magpie_rows, options, parse_spec
+from tasks.magpie_rows import magpie_rows, options, parse_spec
 from tasks.pipeline.batching import Ledger, map_batches
 from tasks.pipeline.targets import next_count, shortfall_message, take_first
+from tasks.rows import drop_duplicates
 from tasks.templates.chat_templates import ChatTemplate, chat_template_for
 from tasks.templates.prompt_overrides import load_overrides
 from tasks.templates.prompts import overriding

@@ -99,7 +99,7 @@ def generated_row(
     return with_stage(row, step["stage"], step["template"], params, **fields)
 
 
-def run_name() -> str:
+def step_run_name() -> str:
     """A run's name in the UI: its step and batch, e.g. `respond[3]`."""
     from prefect.runtime import task_run
 
@@ -107,7 +107,7 @@ def run_name() -> str:
     return f"{params.get('stage') or params['output_column']}[{params['batch_index']}]"
 
 
-@technique_task("generate_text", templates=lambda inputs: [inputs["template"]], run_name=run_name)
+@technique_task("generate_text", templates=lambda inputs: [inputs["template"]], run_name=step_run_name)
 def generate_text(
     rows: list[Row],
     batch_index: int,

@@ -1,5 +1,5 @@
-"""Magpie's rows outside the model calls (Xu et al., 2024, arXiv:2406.08464): the input rows with
-their system prompts, and the deduplication of the output by opening query.
+"""Magpie's input rows (Xu et al., 2024, arXiv:2406.08464): an id, an index and a system prompt
+each (the output is deduplicated by opening query with `tasks.rows.drop_duplicates`).
 
 System prompts are given as distilabel's Magpie takes them: one string, a list (each row draws
 one uniformly), or a mapping name -> prompt (uniform) or name -> (prompt, weight). Each row's draw
@@ -14,8 +14,7 @@ import json
 import random
 from typing import Any
 
-from tasks.quality.filters import normalize
-from tasks.rows import Row, drop, stable_id
+from tasks.rows import Row, stable_id
 from tasks.templates import prompts
 
 SystemPromptSpec = str | list[str] | dict[str, Any] | None
@@ -89,20 +88,3 @@ def magpie_rows(
             row["system_prompt_key"] = key
         rows.append(row)
     return rows
-
-
-def first_user_turn(row: Row) -> str:
-    return row.get("instruction") or next(m["content"] for m in row["conversation"] if m["role"] == "user")
-
-
-def drop_duplicates(rows: list[Row]) -> tuple[list[Row], list[dict]]:
-    """Keep the first row of each normalized opening query; later ones become `duplicate` drops."""
-    kept, drops, seen = [], [], set()
-    for row in rows:
-        key = normalize(first_user_turn(row))
-        if key in seen:
-            drops.append(drop("deduplicate", "duplicate", row, first_user_turn(row)))
-        else:
-            seen.add(key)
-            kept.append(row)
-    return kept, drops

@@ -3,11 +3,12 @@
     from tasks import notebook
     rows, drops = notebook.generate([{"topic": "tides"}], "Write a haiku about {{ topic }}.", "haiku")
 
-Each function calls its technique's plain function (the Prefect task's `.fn`) batch by batch in
-this process: no Prefect server, no cache, no retries; the rows and drop records are the ones the
-flows get. The model defaults to the embedded SmolLM2-135M-Instruct; generation parameters are
-keyword arguments (`temperature=0.2, max_new_tokens=64, seed=1`). To try your own versions of the
-shipped templates (the flows' `--prompts DIR`), call inside
+Each function is named for its technique (`generate`, `respond`, `passage_queries`, and
+`evolve` for `evol_instruct`) and calls that technique's plain function (the Prefect task's
+`.fn`) batch by batch in this process: no Prefect server, no cache, no retries; the rows and drop
+records are the ones the flows get. The model defaults to the embedded SmolLM2-135M-Instruct;
+generation parameters are keyword arguments (`temperature=0.2, max_new_tokens=64, seed=1`). To
+try your own versions of the shipped templates (the flows' `--prompts DIR`), call inside
 `with prompts.overriding(prompt_overrides.load_overrides("my_prompts")):`.
 """
 
@@ -16,24 +17,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tasks import evol_instruct
-from tasks import generate as generate_module
-from tasks import passage_queries as self_instruct_module
-from tasks import respond as respond_module
 from tasks.backends import GenerationParams
 from tasks.backends.embedded import EMBEDDED_MODEL
+from tasks.evol_instruct import MUTATIONS, evolve_instructions
+from tasks.generate import DEFAULT_CHECKS, generate_text
+from tasks.passage_queries import generate_instructions
 from tasks.pipeline.batching import chunk
+from tasks.respond import generate_responses
 from tasks.rows import Row, stable_id
 
 Result = tuple[list[Row], list[dict[str, Any]]]
 
 
-def run_batches(task: Any, rows: list[Row], batch_size: int, **params: Any) -> Result:
-    """`task.fn` over `rows` in batches, in order: (rows, drop records)."""
+def run_batches(task: Any, rows: list[Row], batch_size: int, **inputs: Any) -> Result:
+    """`task.fn` over `rows` in batches, in order, with the same other `inputs`: (rows, drop records)."""
     out_rows: list[Row] = []
     drops: list[dict[str, Any]] = []
     for index, batch in enumerate(chunk(rows, batch_size)):
-        result = task.fn(batch, batch_index=index, **params)
+        result = task.fn(batch, batch_index=index, **inputs)
         out_rows += result["rows"]
         drops += result["drops"]
     return out_rows, drops
@@ -55,17 +56,17 @@ def generate(
     num_generations: int = 1,
     system_prompt: str | None = None,
     stage: str | None = None,
-    checks: tuple[str, ...] = generate_module.DEFAULT_CHECKS,
+    checks: tuple[str, ...] = DEFAULT_CHECKS,
     keep_truncated: bool = True,
     model: str = EMBEDDED_MODEL,
     backend: str = "transformers",
     batch_size: int = 8,
     **params: Any,
 ) -> Result:
-    """Basic prompting: `template` (a prompts/ file name or inline text) rendered over each row;
-    the options are `generate_text`'s."""
+    """Basic prompting (tasks/generate.py): `template` (a prompts/ file name or inline text)
+    rendered over each row; the options are `generate_text`'s."""
     return run_batches(
-        generate_module.generate_text,
+        generate_text,
         with_ids(rows),
         batch_size,
         template=template,
@@ -90,19 +91,14 @@ def respond(
     batch_size: int = 8,
     **params: Any,
 ) -> Result:
-    """A `response` to each row's `instruction`."""
+    """A `response` to each row's `instruction` (tasks/respond.py)."""
+    inputs = {"system_prompt": system_prompt, "model": model, "backend": backend}
     return run_batches(
-        respond_module.generate_responses,
-        with_ids(rows),
-        batch_size,
-        system_prompt=system_prompt,
-        model=model,
-        backend=backend,
-        params=GenerationParams(**params),
+        generate_responses, with_ids(rows), batch_size, **inputs, params=GenerationParams(**params)
     )
 
 
-def self_instruct(
+def passage_queries(
     rows: list[Row],
     num_instructions: int = 5,
     *,
@@ -111,44 +107,32 @@ def self_instruct(
     batch_size: int = 8,
     **params: Any,
 ) -> Result:
-    """SelfInstruct: up to `num_instructions` user queries grounded in each row's `context`."""
+    """SelfInstruct on passages (tasks/passage_queries.py, the main job's first step): up to
+    `num_instructions` user queries grounded in each row's `context`."""
     seeds = [{"seed_id": row.get("seed_id") or stable_id(row["context"]), **row} for row in rows]
-    return run_batches(
-        self_instruct_module.generate_instructions,
-        seeds,
-        batch_size,
-        num_instructions=num_instructions,
-        model=model,
-        backend=backend,
-        params=GenerationParams(**params),
-    )
+    inputs = {"num_instructions": num_instructions, "model": model, "backend": backend}
+    return run_batches(generate_instructions, seeds, batch_size, **inputs, params=GenerationParams(**params))
 
 
 def evolve(
     rows: list[Row],
     rounds: int = 1,
-    mutations: tuple[str, ...] = evol_instruct.MUTATIONS,
+    mutations: tuple[str, ...] = MUTATIONS,
     *,
     model: str = EMBEDDED_MODEL,
     backend: str = "transformers",
     batch_size: int = 8,
     **params: Any,
 ) -> Result:
-    """EvolInstruct: `rounds` rewrites of each row's `instruction`; a failed one keeps its parent."""
+    """EvolInstruct (tasks/evol_instruct.py): `rounds` rewrites of each row's `instruction`; a
+    failed one keeps its parent."""
     rows = [_evolvable(row) for row in with_ids(rows)]
     drops: list[dict[str, Any]] = []
     generation = GenerationParams(**{"max_new_tokens": 160, **params})
+    inputs = {"mutations": list(mutations), "seed": generation.seed, "model": model, "backend": backend}
     for round_ in range(1, rounds + 1):
         rows, new_drops = run_batches(
-            evol_instruct.evolve_instructions,
-            rows,
-            batch_size,
-            round=round_,
-            mutations=list(mutations),
-            seed=generation.seed,
-            model=model,
-            backend=backend,
-            params=generation,
+            evolve_instructions, rows, batch_size, round=round_, **inputs, params=generation
         )
         drops += new_drops
     return rows, drops

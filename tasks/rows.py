@@ -47,16 +47,21 @@ def in_order(rows: list[Row], reference: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda row: position.get(row["id"], len(position)))
 
 
-def drop_duplicates(rows: list[Row], column: str = "instruction") -> tuple[list[Row], list[dict]]:
-    """Keep the first row of each normalized `column` text; later ones become `duplicate` drops."""
+def opening_query(row: Row) -> str:
+    """The user's first message: the `instruction`, else the first user turn of the `conversation`."""
+    return row.get("instruction") or next(m["content"] for m in row["conversation"] if m["role"] == "user")
+
+
+def drop_duplicates(rows: list[Row]) -> tuple[list[Row], list[dict]]:
+    """Keep the first row of each normalized opening query; later ones become `duplicate` drops."""
     from tasks.quality.filters import normalize
 
     kept, drops, seen = [], [], set()
     for row in rows:
-        key = normalize(row[column])
-        if key in seen:
-            drops.append(drop("deduplicate", "duplicate", row, row[column]))
+        query = opening_query(row)
+        if normalize(query) in seen:
+            drops.append(drop("deduplicate", "duplicate", row, query))
         else:
-            seen.add(key)
+            seen.add(normalize(query))
             kept.append(row)
     return kept, drops

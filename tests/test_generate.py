@@ -2,6 +2,8 @@
 mapping that chains steps, several samples per row, and the checks that turn replies into drops.
 The task's plain function runs on the fake backend; no Prefect server needed."""
 
+import functools
+
 import pytest
 
 from tasks import notebook
@@ -208,11 +210,26 @@ def test_notebook_functions_take_a_list_of_dicts(fake):
     assert rows[0]["haiku"] and rows[0]["id"] and drops == []
     answered, _ = notebook.respond([{"instruction": "Why tides?"}], backend="fake", model="fake")
     assert answered[0]["response"]
-    queries, _ = notebook.self_instruct(
+    queries, _ = notebook.passage_queries(
         [{"context": "Bees dance to tell each other where flowers are."}], 2, backend="fake", model="fake"
     )
     evolved, _ = notebook.evolve(queries, rounds=1, backend="fake", model="fake")
     assert len(evolved) == len(queries) > 0 and all("lineage" in r for r in evolved)
+
+
+def test_the_documented_notebook_calls_run(monkeypatch, fake):
+    from tests.test_flow_generate import NOTEBOOK_DOC, doc_snippet
+
+    # The page's calls as written, on the fake backend instead of the embedded model.
+    for name in ("generate", "respond", "passage_queries", "evolve"):
+        monkeypatch.setattr(
+            notebook, name, functools.partial(getattr(notebook, name), backend="fake", model="fake")
+        )
+    namespace = {"__name__": "notebook_doc"}
+    exec(compile(doc_snippet("notebook"), NOTEBOOK_DOC, "exec"), namespace)
+    assert namespace["rows"][0]["haiku"] and namespace["queries"]
+    assert {r["techniques"][0] for r in namespace["queries"]} == {"self_instruct"}
+    assert len(fake.calls) >= 2
 
 
 def test_load_texts_from_the_command_line_and_from_files(tmp_path):

@@ -8,9 +8,12 @@ from transformers import PreTrainedTokenizerFast
 
 from tasks.backends import Generation
 from tasks.backends.embedded import EMBEDDED_MODEL
+from tasks.backends.fake import FakeBackend
 from tasks.backends.transformers_backend import resolve_model
 from tasks.magpie import check_user_turn, pre_query_template, reply_prompt
-from tasks.templates.chat_templates import CHATML, resolve
+from tasks.templates.chat_templates import chat_template_for, resolve
+
+CHATML = chat_template_for(FakeBackend())  # the fake backend publishes ChatML
 
 LLAMA3 = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
@@ -214,3 +217,25 @@ def test_a_template_that_silently_drops_the_system_role_gets_it_in_the_user_turn
     )
     query = pre_query_template(CHATML.model_copy(update={"source": drops_system}), SYSTEM)
     assert query.prompt == "<|im_start|>user\nBe brief.\n\n" and query.system_merged
+
+
+def test_duplicates_are_found_by_opening_query_in_instruction_rows_and_conversations():
+    from tasks.rows import drop_duplicates
+
+    rows = [
+        {"id": "a", "instruction": "Why is the sea salty?"},
+        {
+            "id": "b",
+            "conversation": [
+                {"role": "system", "content": "Be kind."},
+                {"role": "user", "content": "why is the sea  salty"},
+                {"role": "assistant", "content": "Rivers."},
+            ],
+        },
+        {"id": "c", "conversation": [{"role": "user", "content": "How do tides work?"}]},
+    ]
+    kept, drops = drop_duplicates(rows)
+    assert [r["id"] for r in kept] == ["a", "c"]
+    assert [(d["row_id"], d["reason"], d["text"]) for d in drops] == [
+        ("b", "duplicate", "why is the sea  salty")
+    ]

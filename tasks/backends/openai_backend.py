@@ -30,7 +30,7 @@ from tasks.backends.base import Generation, GenerationParams, Prompt, ServedTemp
 from tasks.backends.server_template import served_template
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-ATTEMPTS = 6
+REQUEST_ATTEMPTS = 6
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
@@ -163,7 +163,7 @@ class OpenAIBackend:
     def _complete(self, prompt: Prompt, params: GenerationParams) -> Generation:
         path, body = request_body(self.served_name, prompt, params)
         problem = ""
-        for attempt in range(ATTEMPTS):
+        for attempt in range(REQUEST_ATTEMPTS):
             try:
                 response = self.client.post(path, json=body)
             except httpx.TransportError as err:  # refused, reset, timed out: worth another try
@@ -181,9 +181,9 @@ class OpenAIBackend:
                         f"(check the model name {self.served_name!r}, the URL and OPENAI_API_KEY)."
                     )
                 problem, wait = f"HTTP {response.status_code}", response.headers.get("retry-after")
-            if attempt + 1 < ATTEMPTS:
+            if attempt + 1 < REQUEST_ATTEMPTS:
                 time.sleep(_backoff(attempt, wait))
-        raise ServerError(f"{self.base_url}{path} failed {ATTEMPTS} times; last: {problem}")
+        raise ServerError(f"{self.base_url}{path} failed {REQUEST_ATTEMPTS} times; last: {problem}")
 
 
 def _backoff(attempt: int, retry_after: str | None) -> float:

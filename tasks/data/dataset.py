@@ -27,7 +27,7 @@ from tasks.data.report import evolutions_markdown, techniques_used, truncation, 
 from tasks.pipeline import usage
 from tasks.rows import Row
 
-MARKER = "summary.json"  # a directory holding this was written by us and may be replaced
+SUMMARY_FILE = "summary.json"  # a directory holding this was written by us and may be replaced
 MIN_SHARE = 0.5  # a new dataset under this share of the previous one's rows does not replace it
 
 
@@ -36,10 +36,10 @@ class OutputDirError(ValueError):
 
 
 def _ours(path: Path, versioned: bool) -> bool:
-    if (path / MARKER).exists():
+    if (path / SUMMARY_FILE).exists():
         return True
     entries = [p for p in path.iterdir() if not p.name.startswith(".")]
-    return versioned and all((p / MARKER).exists() for p in entries)
+    return versioned and all((p / SUMMARY_FILE).exists() for p in entries)
 
 
 def check_output_dir(path: Path, versioned: bool = False) -> Path:
@@ -118,7 +118,7 @@ def _restore_interrupted(output_dir: Path) -> None:
         return
     for old in sorted(output_dir.parent.glob(f".{output_dir.name}.old-*")):
         pid = old.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)) and (old / MARKER).exists():
+        if pid.isdigit() and not _alive(int(pid)) and (old / SUMMARY_FILE).exists():
             old.rename(output_dir)
             return
 
@@ -158,7 +158,7 @@ def _swap(tmp: Path, output_dir: Path) -> None:
 def replacement_refused(output_dir: Path, rows: int) -> str | None:
     """Why a new dataset of `rows` rows must not replace the one at `output_dir` (None: it may):
     it is empty, or under MIN_SHARE of the previous one's rows."""
-    summary = Path(output_dir) / MARKER
+    summary = Path(output_dir) / SUMMARY_FILE
     try:
         previous = int(json.loads(summary.read_text())["rows"])
     except (OSError, ValueError, KeyError, TypeError):
@@ -228,6 +228,6 @@ def save_dataset(
     for name, records in (("drops.jsonl", drops), ("failures.jsonl", failures)):
         with open(tmp / name, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(d, ensure_ascii=False) + "\n" for d in records)
-    (tmp / MARKER).write_text(json.dumps(summary, indent=2) + "\n")
+    (tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     _swap(tmp, output_dir)
     return output_dir

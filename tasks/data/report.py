@@ -8,7 +8,7 @@ import re
 from collections import Counter
 from typing import Any
 
-Row = dict[str, Any]
+from tasks.rows import Row
 
 # Drop reasons that mean "the output ran into max_new_tokens".
 TRUNCATED = frozenset({"truncated", "no_end_of_turn"})

@@ -16,7 +16,7 @@ from typing import Any
 
 from datasets import Features, List, Value
 
-Row = dict[str, Any]
+from tasks.rows import Row
 
 STRING, BOOL, INT = Value("string"), Value("bool"), Value("int64")
 STRINGS = List(STRING)
@@ -105,7 +105,7 @@ FLOW_FEATURES = {
     "self_instruct": SELF_INSTRUCT,
     "generate": GENERATE,
 }
-DEFAULTS = {"grounded": False}
+COLUMN_DEFAULTS = {"grounded": False}
 
 
 def declared(flow: str) -> Features:
@@ -150,7 +150,7 @@ def encode(column: str, value: Any) -> Any:
 
 def table(rows: list[Row], features: Features) -> list[Row]:
     """`rows` as records with exactly the columns of `features`, in order, absent ones defaulted."""
-    return [{c: encode(c, row[c]) if c in row else DEFAULTS.get(c) for c in features} for row in rows]
+    return [{c: encode(c, row[c]) if c in row else COLUMN_DEFAULTS.get(c) for c in features} for row in rows]
 
 
 def to_dataset(rows: list[Row], features: Features) -> Any:

@@ -16,7 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
-from tasks.data.dataset import MARKER, replacement_refused
+from tasks.data.dataset import SUMMARY_FILE, replacement_refused
 
 LATEST = "latest"
 VERSION = re.compile(r"\d{4}-\d{2}-\d{2}T\d{6}Z")  # tasks.data.dataset.versioned_dir's names
@@ -27,7 +27,7 @@ def versions(output_dir: Path) -> list[Path]:
     if not Path(output_dir).is_dir():
         return []
     found = [p for p in Path(output_dir).iterdir() if VERSION.fullmatch(p.name) and not p.is_symlink()]
-    return sorted((p for p in found if (p / MARKER).exists()), key=lambda p: p.name)
+    return sorted((p for p in found if (p / SUMMARY_FILE).exists()), key=lambda p: p.name)
 
 
 def latest(output_dir: Path) -> Path | None:

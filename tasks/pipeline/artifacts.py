@@ -1,6 +1,7 @@
-"""What a run shows in the Prefect UI: a progress bar advanced after each stage, one per stage in
-rows with the time left (`StageProgress`, fed by tasks/pipeline/progress.py), a table of sample rows (every
-generated column, conversations turn by turn), and the run's report as markdown."""
+"""What a run shows in the Prefect UI: a progress bar for the whole run, advanced after each stage
+(`RunProgress`); one per stage, in rows, with the time left (`StageProgress`, fed by
+tasks/pipeline/progress.py); a table of sample rows (every generated column, conversations turn
+by turn); and the run's report as markdown."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def artifact_key(flow: str, what: str) -> str:
     return f"{flow}-{what}".replace("_", "-").lower()
 
 
-class Progress:
-    """A progress artifact for a run of `total` stages."""
+class RunProgress:
+    """A progress artifact for a whole run of `total` stages, advanced as each one finishes."""
 
     def __init__(self, flow: str, total: int) -> None:
         self.total, self.done = max(total, 1), 0

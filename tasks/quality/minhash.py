@@ -113,7 +113,7 @@ def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
 class _Run(NamedTuple):
     """Sorted band keys: positions[offsets[i]:offsets[i + 1]] hold keys[i]. Keys are uniform
     64-bit hashes, so a directory on their top bits (about 4 keys a slot) finds a key with a few
-    array reads, about 3x faster than a binary search through cache-missing levels."""
+    array reads, where a binary search misses the cache at every level."""
 
     keys: np.ndarray  # sorted, distinct
     offsets: np.ndarray
@@ -147,9 +147,9 @@ class _Run(NamedTuple):
 
 class BandTable:
     """Band keys -> positions of the texts that have them, append-only. Keys live in sorted numpy
-    runs merged as they grow (a log-structured merge): an add costs O(log n) amortized,
-    a key and position about 20 bytes, where a dict entry per key and text would cost ~100 (600 MB
-    at 100k texts and 64 bands)."""
+    runs merged as they grow (a log-structured merge): an add costs O(log n) amortized, and a key
+    and its position take a few array bytes, where a dict entry per key and text would take
+    several times more (64 entries per text)."""
 
     def __init__(self, bands: int, buffer: int = 256) -> None:
         self._buffer = np.empty((buffer, bands), dtype=np.uint64)  # the newest texts' keys, unsorted

@@ -12,17 +12,16 @@ pool. Two indexes answer "which stored text is most similar to this one, if any 
   words: the index probes its rarest ones (prefix filtering, as in the AllPairs/PPJoin
   set-similarity joins) among texts of a possible length, bounds each candidate by its shared-word
   count, and computes the exact LCS only for the few that can still pass. Its cost still grows
-  with the pool (function words are in most texts): 4-5 ms a check at 10k texts, 29-45 ms at 85k.
+  with the pool, since function words are in most texts.
 - `MinHashIndex` (`tasks/quality/minhash_index.py`) proposes candidates by MinHash LSH and confirms each
   with the exact ROUGE-L: nothing below the threshold is ever reported, and a pair at or above it
-  is missed with probability under 0.4% (measured: 0.17% of paraphrase pairs just above 0.7, none
-  above 0.75). 0.4-0.7 ms a check at 10k texts, 0.8-1.4 ms at 85k.
+  is missed with probability under 0.4% (the LSH bound derived in tasks/quality/minhash_index.py);
+  a check's cost grows far more slowly with the pool.
 
-The choice (`near_duplicate_index`, method "auto"): exact up to EXACT_UP_TO texts, where both take
-under a second for a whole pass and exactness is free; MinHash above, where the exact pass grows
-quadratically (10k rows: 10-17 s exact, 2.3-3.5 s MinHash, the same rows dropped; 100k rows: about
-half an hour exact, under a minute MinHash; ranges are two runs on a shared 2-core machine). Pass
-method "exact" to always get the brute-force answer. `bench/near_duplicates.py` measures both.
+The choice (`near_duplicate_index`, method "auto"): exact up to EXACT_UP_TO texts, where a whole
+pass is cheap either way and exactness is free; MinHash above, where the exact pass grows
+quadratically. Pass method "exact" to always get the brute-force answer. `bench/near_duplicates.py`
+measures both; docs/near_duplicates.md holds its figures (times per check and per pass, recall).
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ from tasks.quality.minhash_index import MinHashIndex
 from tasks.rows import Row, drop
 
 _EPS = 1e-9  # slack so float rounding never prunes a pair that brute force would keep
-EXACT_UP_TO = 2_000  # "auto" indexes pools up to this size exactly (both cost under a second)
+EXACT_UP_TO = 2_000  # "auto" indexes pools up to this size exactly (docs/near_duplicates.md)
 Method = Literal["auto", "exact", "minhash"]
 
 

@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict
 
 from tasks.backends import Message
 from tasks.backends.base import ServedTemplate
-from tasks.backends.fake import CHATML_SOURCE
 
 # Plain words: templates `trim` message content, which would eat control characters.
 MARKER = "MagpieUserText4f1c"
@@ -70,12 +69,6 @@ class ChatTemplate(BaseModel):
         return rendered[0]
 
 
-CHATML = ChatTemplate(
-    source=CHATML_SOURCE,
-    special_tokens={"eos_token": "<|im_end|>"},
-    control_tokens=("<|im_start|>", "<|im_end|>"),
-    origin="ChatML",
-)
 # Spellings of control tokens in template text, for a template known without its tokenizer:
 # <|eot_id|>, <start_of_turn>, [INST], </s>.
 _CONTROL = re.compile(r"<\|[^|<>\s]{1,40}\|>|</?[a-z_]{1,30}>|\[/?[A-Z_]{2,20}\]")
