@@ -1,4 +1,5 @@
-"""Row and drop-record shapes shared by the techniques: every row carries its provenance."""
+"""Row and drop-record shapes shared by the techniques (every row carries its provenance), and the
+exact deduplication of a stage's rows by their opening query."""
 
 from __future__ import annotations
 
