@@ -114,6 +114,11 @@ def passage_queries(
     return run_batches(generate_instructions, seeds, batch_size, **inputs, params=GenerationParams(**params))
 
 
+# The name this function had before tasks/self_instruct.py came to mean the paper's bootstrap:
+# notebooks written against it keep working.
+self_instruct = passage_queries
+
+
 def evolve(
     rows: list[Row],
     rounds: int = 1,

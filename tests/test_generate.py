@@ -248,3 +248,8 @@ def test_load_texts_from_the_command_line_and_from_files(tmp_path):
         load_texts(jsonl, "instruction")
     with pytest.raises(SeedError, match="not both"):
         load_texts(jsonl, texts=["x"])
+
+
+def test_notebook_self_instruct_keeps_its_old_name():
+    """Notebooks written before the rename call `notebook.self_instruct`; it is the same function."""
+    assert notebook.self_instruct is notebook.passage_queries
