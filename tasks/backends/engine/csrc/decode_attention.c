@@ -29,6 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define VECTOR 1
@@ -101,8 +103,8 @@ static inline void block_scores(const float *query, const float *row[8], float *
 
 /* Also prefetches: the values of each block of keys (read next, by mix_vector) and the keys 16
  * positions ahead. The cache is read from memory, not from caches, and one stream at a time left
- * the cores waiting: 15 -> 11 ns per position and head at 256 sequences here, near the ~46 GB/s
- * this machine streams. The last partial block runs the same arithmetic on its rows (the others
+ * the cores waiting; with both in flight a position costs close to what streaming it from memory
+ * does (docs/engine.md, "Where the time goes"). The last partial block runs the same arithmetic on its rows (the others
  * repeat row 0, their scores dropped), so a position's score does not depend on where a span of
  * positions starts (the shared prefix is a span of its own). */
 static void scores_vector(const float *query, const float *keys, const float *values, float *scores,
@@ -226,9 +228,8 @@ static void job(const float *query, const float *keys, const float *values, cons
     if (vector) {
         /* Nothing is in flight when a job starts, and scores_vector prefetches keys 16 positions
          * ahead of the block it computes: ask for the slot's first 16 now, so they arrive while
-         * the shared prefix's blocks (read from cache) are computed. At ~56 slot positions after
-         * a 24-position prefix: 14.0 -> 12.3 ms for 135 rows' 30 layers; in a whole greedy run,
-         * attention 9.06 -> 8.87 s and 9.20 -> 9.02 s side by side. */
+         * the shared prefix's blocks (read from cache) are computed: it matters most for short
+         * rows, whose slot part is only a few blocks long. */
         int64_t ahead = (count[1] < 16 ? count[1] : 16) * dim;
         for (int64_t line = 0; line < ahead; line += 16) _mm_prefetch((const char *)(from_k[1] + line), _MM_HINT_T0);
         for (int s = 0; s < 2; s++)
