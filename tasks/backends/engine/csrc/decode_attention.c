@@ -5,7 +5,7 @@
  *     out[i, j] = softmax_t(scale * q[i, j] . k[i, h, t]) @ v[i, h, t],   t < len[i]
  * Each sequence reads exactly its own len[i] cached positions, once for all its query heads, so
  * shorter sequences cost less (a padded matmul over the longest length reads every slot to the
- * maximum, and runs tiny 3-row products that reach a third of the memory bandwidth here).
+ * maximum, and runs tiny 3-row products that leave most of the memory bandwidth unused).
  * Keys and values of slot i, head h start at k + i * slot_stride + h * head_stride, `dim` floats
  * per position. The step's own key and value (new_k, new_v: [n, kv_heads, dim]) are first stored
  * at position len[i] - 1. Built by tasks/backends/engine/kernels.py with the system C compiler.
@@ -19,7 +19,7 @@
  *
  * With AVX2 and FMA (and dim a multiple of 8) the three loops are written out in intrinsics: a plain
  * loop computes one dot product at a time, a single chain of dependent multiply-adds, and calls the
- * scalar expf once per score (a quarter of a decode step went to this kernel). Here eight positions'
+ * scalar expf once per score (this kernel then took a large share of a decode step). Here eight positions'
  * dot products run side by side, the exponentials are computed eight at a time, and each value row
  * is added into accumulators held in registers.
  * (Prefetches never fault, so those reaching past a sequence's last position are harmless.)
