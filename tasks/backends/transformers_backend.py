@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tasks.backends.base import Generation, GenerationParams, Prompt
-from tasks.backends.embedded import EMBEDDED_MODEL, embedded_model_dir
+from tasks.backends.embedded import EMBEDDED_MODEL, cache_root, embedded_model_dir
 from tasks.backends.engine import Engine, Request, RowSampler, on_own_thread, supports
 
 # Sequences decoding together on the engine; measured in bench/generation.py (README, "Speed").
@@ -128,7 +128,8 @@ class TransformersBackend:
         self.engine = None
         if engine and supports(self.model):
             refill = max(1, batch_size // 8)
-            self.engine = Engine(self.model, self.tokenizer, self.eos_ids, batch_size, refill)
+            kernels = cache_root() / "kernels"  # the engine's C library, built once per CPU
+            self.engine = Engine(self.model, self.tokenizer, self.eos_ids, batch_size, refill, kernels)
 
     def render(self, prompt: Prompt) -> str:
         """The exact text the model continues: chat template + generation prompt, or a raw string."""

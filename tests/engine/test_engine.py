@@ -2,6 +2,7 @@
 time through `generate` even when rows finish early and waiting prompts take their slots, sampled
 outputs depend only on the prompt and the seed, and concurrent callers share one decode loop."""
 
+import logging
 import subprocess
 import sys
 import threading
@@ -170,9 +171,10 @@ def test_prefill_runs_keep_padding_and_size_bounded():
     group = [scheduler.Request(list(range(n)), 8, None, ()) for n in lengths]
     for most in (prefill_runs.MOST_POSITIONS, prefill_runs.MOST_POSITIONS_CPU):
         chunks = prefill_runs.split(group, 20, most)
-        assert [r for _, chunk in chunks for r in chunk] == group  # every prompt once, in order
-        for at, chunk in chunks:
-            assert group[at] is chunk[0]
+        assert [r for run in chunks for r in run.prompts] == group  # every prompt once, in order
+        for run in chunks:
+            chunk = run.prompts
+            assert group[run.first] is chunk[0]
             width = len(chunk[0].prompt) - 20
             assert all(len(r.prompt) - 20 >= (1 - prefill_runs.PADDING) * width for r in chunk)
             assert len(chunk) * width <= most or len(chunk) == 1
@@ -199,14 +201,18 @@ def test_the_cache_gets_slots_as_requests_arrive_and_keeps_running_rows():
     assert backend.engine.cache.slots == 16
 
 
-def test_without_the_c_kernels_decoding_in_torch_gives_the_same_greedy_outputs(monkeypatch):
+def test_without_the_c_kernels_decoding_in_torch_gives_the_same_greedy_outputs(monkeypatch, caplog):
     """No compiler (or `INSTRUCTFORGE_ATTENTION=torch`): attention in torch over the same slot
-    cache, the shared prefix copied into each slot, refilled slots and all."""
+    cache, the shared prefix copied into each slot, refilled slots and all. The engine says so,
+    once, as it starts."""
     from tasks.backends.engine import kernels
 
     monkeypatch.setattr(kernels, "_kernel", None)
-    backend = TransformersBackend(EMBEDDED_MODEL, batch_size=2)
+    with caplog.at_level(logging.INFO, logger="tasks.backends.engine"):
+        backend = TransformersBackend(EMBEDDED_MODEL, batch_size=2)
     assert backend.engine.net.kernel is None
+    said = [r.getMessage() for r in caplog.records if r.name == "tasks.backends.engine.scheduler"]
+    assert len(said) == 1 and "in torch (no C kernels)" in said[0] and "C call" not in said[0]
     params = GenerationParams(max_new_tokens=12, temperature=0.0)
     chats = [p for p in PROMPTS if not isinstance(p, str)]
     gens = backend.generate(PROMPTS + chats, params)
@@ -263,10 +269,12 @@ def test_the_decode_layers_in_one_c_call_give_the_python_loops_logits_bit_for_bi
     import torch
 
     from tasks.backends.engine.decode import SlotCache
+    from tasks.backends.engine.scheduler import describe
 
     net = small.engine.net
     if net.fused is None:
         pytest.skip("not every piece of the layer runs in C here")
+    assert "C kernels" in describe(net) and "in one C call" in describe(net)
     prompts = [small.tokenizer(small.render(p), add_special_tokens=False)["input_ids"] for p in PROMPTS[:3]]
     ids = torch.zeros(3, max(map(len, prompts)), dtype=torch.long)
     for i, p in enumerate(prompts):

@@ -61,12 +61,13 @@ def test_a_shared_prefix_is_read_from_its_own_buffer(build, dim, request):
     keys = torch.randn(layers, slots, kv_heads, length, dim, generator=generator)
     values = torch.randn(layers, slots, kv_heads, length, dim, generator=generator)
     prefixes = [
-        tuple(torch.randn(layers, kv_heads, p, dim, generator=generator) for _ in range(2)) for p in (5, 13)
+        attention.KeptPrefix(*(torch.randn(layers, kv_heads, p, dim, generator=generator) for _ in range(2)))
+        for p in (5, 13)
     ]
     rows = [prefixes[0], None, prefixes[1], prefixes[0]]  # row 1 has no kept prefix
     for i, prefix in enumerate(rows):  # a copy of its prefix in each slot, as the torch attention's
         if prefix:
-            keys[:, i, :, : prefix[0].shape[2]], values[:, i, :, : prefix[1].shape[2]] = prefix
+            keys[:, i, :, : prefix.length], values[:, i, :, : prefix.length] = prefix.keys, prefix.values
     q = torch.randn(4, heads, 1, dim, generator=generator)
     k, v = (torch.randn(4, kv_heads, 1, dim, generator=generator) for _ in range(2))
     lengths = torch.tensor([6, 30, 40, 21])
@@ -80,7 +81,7 @@ def test_a_shared_prefix_is_read_from_its_own_buffer(build, dim, request):
     assert torch.equal(run(hot), plain)
     for i, prefix in enumerate(rows):  # now only the buffers hold the prefixes' values
         if prefix:
-            keys[:, i, :, : prefix[0].shape[2]], values[:, i, :, : prefix[1].shape[2]] = 1e6, -1e6
+            keys[:, i, :, : prefix.length], values[:, i, :, : prefix.length] = 1e6, -1e6
     assert torch.equal(run(hot), plain)
 
 
@@ -144,13 +145,28 @@ def test_rotary_embedding_in_place_is_bit_identical_to_transformers(build, reque
     assert not attention.rope_(kernel, strided, k, cos, sin) and torch.equal(strided, before)
 
 
-def test_torch_setting_turns_the_kernel_off(monkeypatch):
+def test_torch_setting_turns_the_kernel_off(monkeypatch, tmp_path):
     monkeypatch.setenv("INSTRUCTFORGE_ATTENTION", "torch")
-    assert attention._build() is None
+    assert attention._build(tmp_path) is None and attention._build(None) is None
 
 
 def test_without_a_working_compiler_there_is_no_kernel(monkeypatch, tmp_path):
-    monkeypatch.setenv("INSTRUCTFORGE_CACHE", str(tmp_path))  # nothing built yet
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    assert attention._build() is None
+    assert attention._build(tmp_path) is None  # nothing built there yet
     assert not list(tmp_path.rglob("*.so"))
+
+
+def test_the_library_is_cached_in_the_given_directory_by_source(tmp_path, monkeypatch):
+    """Built into the directory the caller passes, and rebuilt when a source or header changes
+    (the name carries their hash); without a directory, it still builds."""
+    if attention.kernel() is None:
+        pytest.skip("no C compiler here: decoding uses the torch attention")
+    first = attention._build(tmp_path)
+    assert first is not None and first.linear_packed_floats(65, 3) == 128 * 3
+    (built,) = tmp_path.glob("*.so")
+    assert attention._build(tmp_path) is not None and list(tmp_path.glob("*.so")) == [built]
+    header = tmp_path / "kernels.h"
+    header.write_text(attention.HEADERS[0].read_text() + "\n/* changed */\n")
+    monkeypatch.setattr(attention, "HEADERS", (header, *attention.HEADERS[1:]))
+    assert attention._build(tmp_path) is not None and len(list(tmp_path.glob("*.so"))) == 2
+    assert attention._build(None) is not None

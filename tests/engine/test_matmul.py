@@ -156,12 +156,13 @@ def test_kernel_products_know_the_one_that_follows(use):
     torch.manual_seed(0)
     layers = [torch.nn.Linear(64, 96), torch.nn.Linear(96, 640), torch.nn.Linear(640, 64)]
     projections = use("kernel", layers)
-    assert [projections.following.get(layer, (None,))[0] for layer in layers] == [
+    following = [projections.following.get(layer) for layer in layers]
+    assert [after.packed if after else None for after in following] == [
         projections.packed[layers[1]],
         projections.packed[layers[2]],
         None,
     ]
-    assert projections.following[layers[1]][1:] == (64, 640)  # out and in features
+    assert (following[1].out_features, following[1].in_features) == (64, 640)
     x = torch.randn(9, 64)
     with torch.inference_mode():
         got = projections(layers[2], projections(layers[1], projections(layers[0], x)))

@@ -4,9 +4,9 @@ taking it again, page by page, on the next allocation.
 Why: a prefill run of ~1,000 positions makes [1000, 1536] fp32 activations (6 MB) a dozen times a
 layer. glibc's defaults put such blocks in fresh mappings (its mmap threshold only grows as blocks
 are freed) and trim the heap top past 128 KB, so each new block was page-faulted in as the product
-wrote it: the MLP's products in prefill ran at 320-340 GFLOP/s against ~500 with the memory kept
-(prefill of the bench's 256 prompts 9.1 -> 6.0 s; greedy decoding 4% faster too). Measured with the
-MALLOC_* environment variables, which do the same at start-up.
+wrote it, and prefill's products ran well below their speed on memory already taken
+(docs/engine.md, "Freed memory kept for reuse"; the MALLOC_* environment variables do the same at
+start-up, for a side-by-side run).
 
 Process-wide and idempotent; no-op where the C library has no `mallopt` (musl, macOS).
 """

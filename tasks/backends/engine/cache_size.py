@@ -7,6 +7,7 @@ a longer request; each change copies the running rows into a new cache, so both 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -15,6 +16,11 @@ ALIGN = 128  # cache length grows in steps of this many tokens
 # grow copies every running row into a new cache of up to a few GB).
 FIRST_LENGTH = 512
 MIN_SLOTS = 8  # the smallest cache allocated (more as requests arrive)
+
+
+class Size(NamedTuple):
+    length: int  # tokens per slot
+    slots: int
 
 
 def budget(device: torch.device) -> float:
@@ -31,14 +37,13 @@ def budget(device: torch.device) -> float:
         return 3 * 2**30
 
 
-def plan(
-    need: int, demand: int, length: int | None, per_token: int, budget: float, most: int
-) -> tuple[int, int]:
-    """(length, slots) of a cache with at least `need` tokens per slot (the current `length`, if
-    there is a cache and it is long enough; else a multiple of ALIGN, at least FIRST_LENGTH) and
-    slots for `demand` sequences, rounded up to a power of two, at least MIN_SLOTS, at most `most`
-    and at most what `budget` bytes hold at `per_token` bytes per token (but one)."""
+def plan(need: int, demand: int, length: int | None, per_token: int, budget: float, most: int) -> Size:
+    """The length and slot count of a cache with at least `need` tokens per slot (the current
+    `length`, if there is a cache and it is long enough; else a multiple of ALIGN, at least
+    FIRST_LENGTH) and slots for `demand` sequences, rounded up to a power of two, at least
+    MIN_SLOTS, at most `most` and at most what `budget` bytes hold at `per_token` bytes per token
+    (but one)."""
     if length is None or length < need:
         length = max(-(-need // ALIGN) * ALIGN, FIRST_LENGTH)
     fit = max(1, int(budget // (per_token * length)))
-    return length, min(most, fit, max(MIN_SLOTS, 1 << (demand - 1).bit_length()))
+    return Size(length, min(most, fit, max(MIN_SLOTS, 1 << (demand - 1).bit_length())))

@@ -69,7 +69,7 @@ class SlotCache:
     """Keys and values for `slots` sequences of up to `length` tokens, per layer.
 
     `zeroed=False` leaves the memory uninitialised, for readers that never look past a sequence's
-    own positions (the C decode kernel): zero-filling a 6 GB cache took 6.5 s here, and untouched
+    own positions (the C decode kernel): zero-filling a cache of gigabytes takes seconds, and untouched
     pages (positions no sequence reaches) then never take memory at all. The torch attention reads
     padded spans, where garbage times a zero weight could be NaN, so it gets a zeroed cache."""
 
@@ -108,18 +108,17 @@ class SlotCache:
             new[:, :keep, :, :used] = old[:, :keep, :, :used]
             setattr(self, name, new)
 
-    def read(self, slot: int, used: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(self, slot: int, used: int) -> kernels.KeptPrefix:
         """A copy of slot `slot`'s first `used` positions, every layer (a shared prompt prefix)."""
         keep = torch.contiguous_format  # [layers, kv_heads, used, dim], as the kernel reads it
-        return self.k[:, slot, :, :used].clone(memory_format=keep), self.v[:, slot, :, :used].clone(
-            memory_format=keep
-        )
+        keys, values = (part[:, slot, :, :used].clone(memory_format=keep) for part in (self.k, self.v))
+        return kernels.KeptPrefix(keys, values)
 
-    def fill(self, first: int, count: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+    def fill(self, first: int, count: int, prefix: kernels.KeptPrefix) -> None:
         """Put the same prefix (from `read`) at the start of slots first..first+count-1."""
-        used = keys.shape[2]
-        self.k[:, first : first + count, :, :used] = keys[:, None]
-        self.v[:, first : first + count, :, :used] = values[:, None]
+        used = prefix.length
+        self.k[:, first : first + count, :, :used] = prefix.keys[:, None]
+        self.v[:, first : first + count, :, :used] = prefix.values[:, None]
 
     def move(self, src: int, dst: int, used: int, start: int = 0) -> None:
         """Copy slot `src`'s positions start..used-1 into slot `dst` (compacting after a finish;
@@ -147,8 +146,8 @@ class SlotModel:
         self.linear = Projections(model, [*_projections(self.body.layers), model.lm_head])
         head = model.lm_head
         # Without oneDNN's packed weights, fp32 logits go into one kept buffer: a fresh [256, 49k]
-        # output (50 MB) is a fresh mapping every step, and its page faults made the head ~10%
-        # slower here. (The C kernel writes into that buffer too.)
+        # output (50 MB) is a fresh mapping every step, and its page faults slow the head down.
+        # (The C kernel writes into that buffer too.)
         self.head_into = (
             on_cpu
             and head not in self.linear.packed
@@ -211,15 +210,15 @@ class SlotModel:
 
     def prefill(self, cache: SlotCache, first: int, ids: torch.Tensor, lengths: torch.Tensor, prefix=None):
         """Prompts `ids` [B, T] (right-padded; true lengths `lengths`) into slots first..first+B-1 at
-        positions P..P+T-1, after a shared prefix of P positions whose keys and values are `prefix`
-        ([layers, kv_heads, P, dim] each; none: P = 0); returns the next-token logits [B, vocab],
+        positions P..P+T-1, after a shared prefix of P positions, `prefix` (a `kernels.KeptPrefix`;
+        none: P = 0); returns the next-token logits [B, vocab],
         computed on each prompt's last position only."""
         batch, steps = ids.shape
-        start = prefix[0].shape[2] if prefix is not None else 0
+        start = prefix.length if prefix is not None else 0
         positions = torch.arange(start, start + steps, device=ids.device).expand(batch, steps)
         end = start + steps
         mask = None  # query i (position start+i) sees the prefix and its own causal past: an additive
-        if start:  # mask, made once (SDPA took 1.5 ms a call with it here, 2.4 with the same as bools)
+        if start:  # mask, made once (SDPA runs faster with it than with the same mask as bools)
             mask = torch.full((steps, end), -torch.inf, device=ids.device).triu(start + 1).to(self.lm.dtype)
 
         def attend(index, q, k, v, scale):
@@ -230,8 +229,8 @@ class SlotModel:
             if mask is None:
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
             # the prefix from the kept copy: under the C kernel, slots do not hold it (Engine._shared_prefix)
-            keys = torch.cat([prefix[0][index].expand(batch, -1, -1, -1), k], dim=2)
-            values = torch.cat([prefix[1][index].expand(batch, -1, -1, -1), v], dim=2)
+            keys = torch.cat([prefix.keys[index].expand(batch, -1, -1, -1), k], dim=2)
+            values = torch.cat([prefix.values[index].expand(batch, -1, -1, -1), v], dim=2)
             return F.scaled_dot_product_attention(q, keys, values, mask, scale=scale, enable_gqa=True)
 
         x = self._layers(self.body.embed_tokens(ids), positions, attend)
@@ -267,7 +266,7 @@ class SlotModel:
         if head in self.linear.packed and n > block > 0:
             # subtle: row blocks into a kept buffer. Above glibc's largest mmap threshold (32 MB:
             # 171 rows of this vocabulary) every fresh output is a new mapping, page-faulted in
-            # as it is written: a 256-row step's head took 44 ms in one product, 33 ms in blocks.
+            # as it is written, which made a full step's head slower in one product than in blocks.
             logits = self._kept_logits(n)
             for start in range(0, n, block):
                 logits[start : start + block] = self.linear(head, last[start : start + block])

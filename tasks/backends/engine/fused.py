@@ -1,9 +1,12 @@
 """A decode step's decoder layers in one C call (`decode_layers.c`), where every piece of the layer
-already runs in C: the same kernels in the same order as `SlotModel._layers`, without the ~7 ms of
-Python glue a step that eleven ctypes calls a layer cost here (bit-identical outputs:
-tests/test_engine.py)."""
+already runs in C: the same kernels in the same order as `SlotModel._layers`, without the Python
+glue of eleven ctypes calls a layer (tensor views, outputs allocated, arguments converted), which
+was a few percent of a greedy run (docs/engine.md). Outputs are bit-identical:
+tests/engine/test_engine.py."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -26,6 +29,19 @@ def silu_gated(mlp) -> bool:
     """The MLP's activation is SiLU (which linear.c runs inside the gate's product)."""
     act = getattr(mlp, "act_fn", None)
     return isinstance(act, torch.nn.SiLU) or type(act).__name__ == "SiLUActivation"
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The sizes `decode_layers` takes: the vocabulary head's rows, the hidden width, the query and
+    key/value heads, a head's width and the MLP's inner width."""
+
+    vocab: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    dim: int
+    inter: int
 
 
 class FusedLayers:
@@ -70,13 +86,13 @@ class FusedLayers:
         self.cache_at: tuple | None = None  # the cache the table's last columns point into
         first, head = net.body.layers[0], net.lm.lm_head
         self.head = net.linear.packed.get(head)  # its first weights are prefetched by the last layer
-        self.shape = (
-            head.out_features,
-            net.lm.config.hidden_size,
-            net.heads,
-            net.kv_heads,
-            first.self_attn.head_dim,
-            first.mlp.down_proj.in_features,
+        self.dims = Dims(
+            vocab=head.out_features,
+            hidden=net.lm.config.hidden_size,
+            heads=net.heads,
+            kv_heads=net.kv_heads,
+            dim=first.self_attn.head_dim,
+            inter=first.mlp.down_proj.in_features,
         )
         self.eps = first.input_layernorm.variance_epsilon
         self.scale = first.self_attn.scaling
@@ -95,20 +111,19 @@ class FusedLayers:
             self.table[:, _CACHE_V] = cache.v.data_ptr() + offsets
         cos, sin = (t.contiguous() for t in net.body.rotary_emb(x, lengths[:, None]))
         x = x.contiguous()
-        vocab, hidden, heads, kv_heads, dim, inter = self.shape
-        keys = cache.k[0]
+        dims, keys = self.dims, cache.k[0]
         failed = self.lib.decode_layers(
             x.data_ptr(),
             x.shape[0],
             len(self.table),
             self.table.data_ptr(),
             _address(self.head),
-            vocab,
-            hidden,
-            heads,
-            kv_heads,
-            dim,
-            inter,
+            dims.vocab,
+            dims.hidden,
+            dims.heads,
+            dims.kv_heads,
+            dims.dim,
+            dims.inter,
             self.eps,
             cos.data_ptr(),
             sin.data_ptr(),

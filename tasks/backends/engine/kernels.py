@@ -1,17 +1,20 @@
-"""The engine's C kernels (`decode_attention.c`, `decode_norms.c`, `linear.c`, `sample.c`), built
-once with the system C compiler into one library and loaded through ctypes; without a compiler,
-decoding runs the same layers in torch (the projections through oneDNN, `matmul.py`), and sampling
-the same choice in torch ops (`sampling.py`).
+"""The engine's C kernels, built once with the system C compiler into one library and loaded
+through ctypes: `csrc/decode_attention.c`, `decode_norms.c`, `linear.c`, `sample.c` and
+`decode_layers.c`, whose one interface is `csrc/kernels.h` (the ctypes signatures: `abi.py`).
+Without a compiler, decoding runs the same layers in torch (the projections through oneDNN or
+`F.linear`, `matmul.py`) and sampling the same choice in torch ops (`sampling.py`).
 
-Why: on this CPU the decode step's attention, written as torch matmuls, is a batch of 3-row products
-over each slot's keys padded to the longest sequence; it took 9-12 ms per layer at 256 sequences of
-~300 tokens, against ~5 ms for the kernel, which reads each sequence's own positions once
-(bench/generation.py measures the whole effect). The RMSNorms and the rotary embedding were 18
-small torch ops a layer, each its own pass and parallel region (decode_norms.c). The projections'
-products (linear.c) waited on memory in oneDNN (that file says more). Nucleus sampling was nine
-torch passes over every row's logits (sample.c: 2.5 s of a 41 s sampled run, now 0.9). The library is
-cached by source, flags and CPU in `$INSTRUCTFORGE_CACHE/kernels`, so `-march=native` code never
-runs on another kind of CPU. `INSTRUCTFORGE_ATTENTION=torch` turns the kernels off.
+Why: the decode step's attention, written as torch matmuls, is a batch of 3-row products over each
+slot's keys padded to the longest sequence, where the kernel reads each sequence's own positions
+once. The RMSNorms and the rotary embedding were 18 small torch ops a layer, each its own pass and
+parallel region (decode_norms.c). The projections' products waited on memory in oneDNN (linear.c
+says more). Nucleus sampling was nine torch passes over every row's logits (sample.c). What each
+gained, with the command that measures it: docs/engine.md.
+
+The library is cached by source, headers, flags and CPU in the build directory the caller passes
+(the transformers backend passes `$INSTRUCTFORGE_CACHE/kernels`), so `-march=native` code never runs
+on another kind of CPU; given none, it is built in a temporary directory for this process only.
+`INSTRUCTFORGE_ATTENTION=torch` turns the kernels off.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from tasks.backends.embedded import cache_root
+from tasks.backends.engine import abi
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +42,7 @@ SOURCES = tuple(
     CSRC / name
     for name in ("decode_attention.c", "decode_norms.c", "decode_layers.c", "linear.c", "sample.c")
 )
-HEADERS = (CSRC / "exp16.h",)  # included by the sources: part of the cache key
+HEADERS = (CSRC / "kernels.h", CSRC / "exp16.h")  # included by the sources: part of the cache key
 _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fPIC", "-shared"]
 _lock = threading.Lock()
 _kernel: ctypes.CDLL | None | bool = False  # False: not tried yet; None: unavailable
@@ -54,13 +58,23 @@ def _cpu_signature() -> str:
     return platform.processor()
 
 
-def _build() -> ctypes.CDLL | None:
+def _build(build_dir: Path | None) -> ctypes.CDLL | None:
+    """The library from `build_dir` (compiled into it first if it is not there yet), or compiled
+    into a temporary directory when `build_dir` is None; None without a working compiler."""
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if os.environ.get("INSTRUCTFORGE_ATTENTION", "").lower() == "torch" or compiler is None:
         return None
+    if build_dir is None:
+        with tempfile.TemporaryDirectory(prefix="instructforge-kernels-") as tmp:
+            # loaded before the directory goes: the mapping outlives the file
+            return _build_into(Path(tmp), compiler)
+    return _build_into(Path(build_dir), compiler)
+
+
+def _build_into(build_dir: Path, compiler: str) -> ctypes.CDLL | None:
     source = b"".join(path.read_bytes() for path in (*SOURCES, *HEADERS))
     key = hashlib.sha256(source + " ".join(_FLAGS).encode() + _cpu_signature().encode()).hexdigest()[:16]
-    library = cache_root() / "kernels" / f"decode-{platform.machine()}-{key}.so"
+    library = build_dir / f"decode-{platform.machine()}-{key}.so"
     if not library.exists():
         library.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=library.parent) as tmp:
@@ -78,51 +92,8 @@ def _build() -> ctypes.CDLL | None:
 
 
 def load(library: Path) -> ctypes.CDLL:
-    kernel = ctypes.CDLL(str(library))
-    kernel.decode_attention.argtypes = (
-        [ctypes.c_void_p] * 10 + [ctypes.c_int64] * 8 + [ctypes.c_float, ctypes.c_int]
-    )
-    kernel.decode_attention.restype = ctypes.c_int
-    kernel.rms_norm.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float, ctypes.c_int]
-    kernel.rms_norm.restype = None
-    kernel.rope.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4 + [ctypes.c_int]
-    kernel.rope.restype = ctypes.c_int
-    kernel.linear_available.restype = ctypes.c_int
-    kernel.linear_packed_floats.argtypes = [ctypes.c_int64] * 2
-    kernel.linear_packed_floats.restype = ctypes.c_int64
-    kernel.linear_pack.argtypes = [ctypes.c_void_p] * 2 + [ctypes.c_int64] * 2
-    kernel.linear_pack.restype = None
-    kernel.linear.argtypes = (
-        [ctypes.c_void_p] * 5
-        + [ctypes.c_int64] * 3
-        + [ctypes.c_int] * 2
-        + [ctypes.c_void_p]
-        + [ctypes.c_int64] * 2
-    )
-    kernel.linear.restype = ctypes.c_int
-    kernel.sample_rows.argtypes = (
-        [ctypes.c_void_p]
-        + [ctypes.c_int64] * 2
-        + [ctypes.c_void_p] * 3
-        + [
-            ctypes.c_int64,
-            ctypes.c_void_p,
-            ctypes.c_int,
-        ]
-    )
-    kernel.sample_rows.restype = ctypes.c_int
-    kernel.argmax_rows.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int]
-    kernel.argmax_rows.restype = None
-    kernel.decode_layers.argtypes = (
-        [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]
-        + [ctypes.c_int64] * 6
-        + [ctypes.c_float]
-        + [ctypes.c_void_p] * 6
-        + [ctypes.c_int64] * 3
-        + [ctypes.c_float, ctypes.c_int]
-    )
-    kernel.decode_layers.restype = ctypes.c_int
-    return kernel
+    """The library at `library`, its functions typed as `abi.SIGNATURES` says."""
+    return abi.bind(ctypes.CDLL(str(library)))
 
 
 def _compiles(command: list[str]) -> bool:
@@ -132,28 +103,42 @@ def _compiles(command: list[str]) -> bool:
         return False
 
 
-def kernel() -> ctypes.CDLL | None:
-    """The compiled kernels, or None where they cannot be built (built at the first call)."""
+def kernel(build_dir: Path | None = None) -> ctypes.CDLL | None:
+    """The compiled kernels, or None where they cannot be built. The first call builds (or loads)
+    them, cached in `build_dir`; later calls return that library whatever they pass."""
     global _kernel
     with _lock:
         if _kernel is False:
-            _kernel = _build()
+            _kernel = _build(build_dir)
         return _kernel
+
+
+@dataclass
+class KeptPrefix:
+    """A shared prompt prefix's keys and values, every layer, kept once by the engine: each
+    [layers, kv_heads, positions, dim], contiguous (as the kernel reads them)."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    @property
+    def length(self) -> int:
+        return self.keys.shape[2]
 
 
 class Hot:
     """Shared prompt prefixes held once (the engine's kept prefix keys and values) for a decode
-    step: row i's first `lengths[i]` positions are those of the [layers, kv_heads, lengths[i],
-    dim] fp32 tensors at addresses `keys[i]`, `values[i]` (length 0: none). The tensors must stay
-    alive while the step runs."""
+    step: row i's first `lengths[i]` positions are those of `prefixes[i]` (None: none), read from
+    the tensors at addresses `keys[i]`, `values[i]`. The tensors must stay alive while the step
+    runs."""
 
-    def __init__(self, prefixes: list[tuple[torch.Tensor, torch.Tensor] | None]) -> None:
+    def __init__(self, prefixes: list[KeptPrefix | None]) -> None:
         def column(values: list[int]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.int64)
 
-        self.keys = column([p[0].data_ptr() if p else 0 for p in prefixes])
-        self.values = column([p[1].data_ptr() if p else 0 for p in prefixes])
-        self.lengths = column([p[0].shape[2] if p else 0 for p in prefixes])
+        self.keys = column([p.keys.data_ptr() if p else 0 for p in prefixes])
+        self.values = column([p.values.data_ptr() if p else 0 for p in prefixes])
+        self.lengths = column([p.length if p else 0 for p in prefixes])
 
 
 def decode_attention(
@@ -235,6 +220,16 @@ def rope_(lib, q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
 LINEAR_OPS = {"none": 0, "swish": 1, "mul": 2, "add": 3}
 
 
+@dataclass(frozen=True)
+class NextWeights:
+    """The product that runs after this one: its packed weight (from `linear_pack`), out and in
+    features. `linear` prefetches its first panels while it finishes the current product."""
+
+    packed: torch.Tensor
+    out_features: int
+    in_features: int
+
+
 def linear_pack(lib, weight: torch.Tensor) -> torch.Tensor:
     """An fp32 `nn.Linear` weight [out, in] in linear.c's panels (a flat tensor)."""
     n, k = weight.shape
@@ -253,12 +248,11 @@ def linear(
     op: str = "none",
     other: torch.Tensor | None = None,
     out: torch.Tensor | None = None,
-    then: tuple[torch.Tensor, int, int] | None = None,
+    then: NextWeights | None = None,
 ) -> torch.Tensor:
     """`F.linear(x, weight, bias)` for fp32 `x` [..., in], the weight from `linear_pack` (`n`: its
     out features), then `op`: "swish" (SiLU), "mul" or "add" `other` (x's shape but [..., n]).
-    Written into `out` ([rows, n], contiguous) where given. `then`: the next product's packed
-    weight, out and in features, whose first panels are prefetched meanwhile."""
+    Written into `out` ([rows, n], contiguous) where given; `then`: the next product."""
     k = x.shape[-1]
     x = x.reshape(-1, k).contiguous()
     m = x.shape[0]
@@ -277,9 +271,9 @@ def linear(
         n,
         LINEAR_OPS[op],
         torch.get_num_threads(),
-        then[0].data_ptr() if then else None,
-        then[1] if then else 0,
-        then[2] if then else 0,
+        then.packed.data_ptr() if then else None,
+        then.out_features if then else 0,
+        then.in_features if then else 0,
     )
     if failed:  # the portable build, which `linear_available` reports
         raise RuntimeError("linear.c was built without AVX-512: use oneDNN or F.linear")

@@ -2,20 +2,21 @@
 the CPU has AVX-512, else through oneDNN's blocked layout (what torch.compile's CPU weight freezing
 does), instead of torch's default `F.linear`.
 
-Why: on CPUs not made by Intel, torch's default fp32 matmul (MKL) runs its AVX2 code. On this
-machine (AMD EPYC, AVX-512 on full-width units) that reached 210-230 GFLOP/s at the decode step's
-shapes, oneDNN with packed weights 392-480, and the C kernel 488-514 (it reads each weight from
-memory once per product and prefetches the next panel: linear.c says more). Same fp32 arithmetic:
-results differ from MKL's by summation order only (~1e-6 relative), as MKL's own batched and
-one-row results do. `bench/generation.py` measures all three, and the machine's peak as the fastest.
+Why: on CPUs not made by Intel, torch's default fp32 matmul (MKL) runs its AVX2 code, about half
+of what an AVX-512 machine's cores do; oneDNN with packed weights gets most of it, and the C kernel
+more at the decode step's shapes (it reads each weight from memory once per product and prefetches
+the next panel: linear.c says more). Same fp32 arithmetic: results differ from MKL's by summation
+order only (~1e-6 relative), as MKL's own batched and one-row results do. `bench/generation.py`
+measures all three, and the machine's peak as the fastest (docs/engine.md has the figures).
 `INSTRUCTFORGE_MATMUL=onednn` skips the kernel; `INSTRUCTFORGE_MATMUL=torch` keeps `F.linear`.
+oneDNN's packed ops are private torch API, used only where `private_ops` has checked them.
 
 Costs a second copy of the projection weights (0.5 GB for the 135M model).
 
 Both also run an element-wise step on each output block while it is still in cache: `silu` (the
 gated MLP's activation), `times` (its product with the up projection) and `plus` (the residual
-add). Run as separate torch ops, those passes read and wrote [rows, 1536] tensors from memory ~120
-times per decode step. `times` and `plus` give bit-identical results; the SiLU differs from
+add). Run as separate torch ops, those passes read and wrote [rows, 1536] tensors from memory
+four times a layer on every decode step. `times` and `plus` give bit-identical results; the SiLU differs from
 torch's by at most an ulp or so.
 """
 
@@ -27,13 +28,14 @@ import os
 import torch
 import torch.nn.functional as F
 
-from tasks.backends.engine import kernels
+from tasks.backends.engine import kernels, private_ops
 
 log = logging.getLogger(__name__)
 
 
 def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    """Whether the private oneDNN ops below may run here (`private_ops` says when)."""
+    return private_ops.onednn_linear()
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
@@ -63,7 +65,7 @@ class Projections:
     def __init__(self, model, modules: list[torch.nn.Module]) -> None:
         self.packed: dict[torch.nn.Module, torch.Tensor] = {}
         self.kernel = None  # the C library, when it does the products
-        self.following: dict[torch.nn.Module, tuple[torch.Tensor, int, int]] = {}
+        self.following: dict[torch.nn.Module, kernels.NextWeights] = {}
         choice = os.environ.get("INSTRUCTFORGE_MATMUL", "").lower()
         if model.device.type != "cpu" or model.dtype != torch.float32 or choice == "torch":
             return
@@ -85,7 +87,7 @@ class Projections:
         # product's first weights while it finishes the current one
         order = [module for module in linears if module in self.packed]
         self.following = {
-            module: (self.packed[after], after.out_features, after.in_features)
+            module: kernels.NextWeights(self.packed[after], after.out_features, after.in_features)
             for module, after in zip(order, order[1:])
         }
 

@@ -3,14 +3,14 @@
 A run is padded to its longest prompt, so it takes prompts (queued longest first) while padding
 stays under `PADDING` of each row and the run under a number of positions: `MOST_POSITIONS`
 (activation memory), or `MOST_POSITIONS_CPU` on a CPU, where a run's activations then stay in the
-caches ([1024, 1536] floats is 6 MB): the bench's 256 prompts prefilled in 5.5 s instead of
-5.9-6.0 (best of 3 runs each), with identical outputs. One padded batch of the bench's prompts
-(48-103 tokens) was half padding.
+caches ([1024, 1536] floats) and prefill ran faster with identical outputs (docs/engine.md). One
+padded batch of the bench's prompts would be half padding.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 PADDING = 0.15  # most padding a prompt may get in a prefill run
 MOST_POSITIONS = 8192  # most positions in one prefill run
@@ -24,10 +24,17 @@ class HasPrompt(Protocol):
 R = TypeVar("R", bound=HasPrompt)
 
 
-def split(group: list[R], start: int, most: int = MOST_POSITIONS) -> list[tuple[int, list[R]]]:
-    """(index of its first prompt, its prompts) for each run of a longest-first `group`, whose
-    first `start` tokens are already in the cache (a shared prefix), of at most `most` positions
-    (or a single prompt)."""
+@dataclass
+class Run(Generic[R]):
+    """One prefill run: `prompts`, the group's prompts from index `first` on."""
+
+    first: int
+    prompts: list[R]
+
+
+def split(group: list[R], start: int, most: int = MOST_POSITIONS) -> list[Run[R]]:
+    """The runs of a longest-first `group`, whose first `start` tokens are already in the cache (a
+    shared prefix), each of at most `most` positions (or a single prompt)."""
     runs, at = [], 0
     while at < len(group):
         width, end = len(group[at].prompt) - start, at + 1
@@ -37,6 +44,6 @@ def split(group: list[R], start: int, most: int = MOST_POSITIONS) -> list[tuple[
             and (end - at + 1) * width <= most
         ):
             end += 1
-        runs.append((at, group[at:end]))
+        runs.append(Run(at, group[at:end]))
         at = end
     return runs

@@ -16,16 +16,14 @@ import torch
 
 from tasks.backends.engine import kernels
 
-# Tokens looked at, in turn, before falling back to a full sort (see _nucleus). In the bench's
-# sampled run (temperature 0.7, top-p 0.9) the nucleus held more than 64 tokens in 0.44% of row
-# steps and more than 1,024 in none; at temperature 1 and top-p 0.95, 58% of rows of one bench
-# step needed more than 64, 18% more than 256 and 1% more than 1,024 (the 256 cut: 52 -> 43 ms a
-# 245-row step, most of it in top-k).
+# Tokens looked at, in turn, before falling back to a full sort (see _nucleus). At the flows'
+# temperature 0.7 and top-p 0.9 the nucleus almost never holds more than 64 tokens; at
+# temperature 1 and top-p 0.95 many rows need more than 64 and a few more than 256, so the middle
+# tier keeps them from a top-k over 1,024.
 _CANDIDATES = (64, 256, 1024)
 # Scaled logits further than this below their row's largest are raised to it before the softmax:
-# their exp() would be a subnormal float (below e^-87), which this CPU computes far slower (a
-# softmax over 64 rows of logits spread that wide took 6.6 ms, against 0.7 with subnormals flushed;
-# SmolLM2's own logits at temperature 0.7 never reached that range, a model that masks tokens with
+# their exp() would be a subnormal float (below e^-87), which this CPU computes far slower
+# (SmolLM2's own logits at temperature 0.7 never reach that range; a model that masks tokens with
 # huge negative logits would). Such a token's probability becomes e^-80 (1.8e-35) instead of a few
 # 1e-38 or 0: nothing that a float32 sum or a top-p cut can see.
 _FLOOR = 80.0
@@ -89,7 +87,7 @@ def _kernel(logits: torch.Tensor):
 
 
 def _argmax(logits: torch.Tensor) -> torch.Tensor:
-    """Greedy choice: in C where it can (a quarter of torch's time at 136 rows here), else torch."""
+    """Greedy choice: in C where it can (one read of each row), else torch."""
     lib = _kernel(logits)
     return logits.argmax(-1) if lib is None else argmax_rows(lib, logits)
 
@@ -116,19 +114,19 @@ def _nucleus_torch(logits, temperature, top_p, draws) -> torch.Tensor:
     """Nucleus sampling in torch ops, overwriting `logits`, with each row's `draws`. A row with
     top-p 1 (Magpie's instructions) keeps its whole vocabulary, so it draws from the cumulative sum
     of its probabilities in vocabulary order: no sort. For the others, sorting the whole vocabulary of
-    every row took longer than the decode step itself here (660 ms for 128 rows of 49k logits); the
-    nucleus almost always lies among the few most likely tokens, so rows are first cut to their top
-    `_CANDIDATES[0]`, then those whose candidates hold less than top_p of the mass to the next
-    count, and so on; only rows past the last are sorted in full. Either way a row keeps the same
-    tokens as a full sort, with probabilities normalized over the whole vocabulary."""
+    every row took longer than the decode step itself; the nucleus almost always lies among the few
+    most likely tokens, so rows are first cut to their top `_CANDIDATES[0]`, then those whose
+    candidates hold less than top_p of the mass to the next count, and so on; only rows past the
+    last are sorted in full. Either way a row keeps the same tokens as a full sort, with
+    probabilities normalized over the whole vocabulary."""
     temperature, top_p = temperature[:, None], top_p[:, None]
     # subtle: in place and into a kept buffer. A fresh [256, 49k] tensor (48 MB) is above glibc's
-    # largest mmap threshold: each was a new mapping, page-faulted in as it was written, and the
-    # fresh quotient and softmax made a 245-row step's sampling take 36 ms instead of 14.
+    # largest mmap threshold: each was a new mapping, page-faulted in as it was written, which
+    # made a full step's sampling far slower.
     scaled = logits.div_(temperature)
     # subtle: softmax, not exp(x - logsumexp): most of a vocabulary's exp() are subnormal floats,
-    # which took 200 ms per step through exp/logsumexp here and 17 ms through softmax's kernel;
-    # raising the far tail to _FLOOR below the top keeps them out of subnormal range altogether.
+    # far slower through exp/logsumexp than through softmax's kernel; raising the far tail to
+    # _FLOOR below the top keeps them out of subnormal range altogether.
     masked = scaled == float("-inf") if bool(scaled.amin() == float("-inf")) else None
     scaled.clamp_min_(scaled.amax(-1, keepdim=True) - _FLOOR)
     if masked is not None:  # a token masked with -inf keeps probability 0

@@ -10,20 +10,24 @@ first). Memory is bounded by the slot cache, whatever the number of rows.
 from __future__ import annotations
 
 import atexit
+import logging
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
-from tasks.backends.engine import cache_size, prefill_runs
+from tasks.backends.engine import cache_size, kernels, prefill_runs
 from tasks.backends.engine.decode import SlotCache, SlotModel
-from tasks.backends.engine.kernels import Hot
+from tasks.backends.engine.kernels import Hot, KeptPrefix
 from tasks.backends.engine.sampling import RowSampler, choose
 from tasks.backends.engine.threads import ThreadCounts
 
+log = logging.getLogger(__name__)
 _MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest
 _CLOSE_WAIT_S = 30.0  # longest wait at exit for the decode thread to finish its step
 
@@ -37,15 +41,54 @@ class Request:
     future: Future = field(default_factory=Future)
     tokens: list[int] = field(default_factory=list)
     stopped: bool = False
-    prefix: tuple[torch.Tensor, torch.Tensor] | None = None  # the kept prefix its slot starts with
+    prefix: KeptPrefix | None = None  # the kept prefix its slot starts with
     unwritten: int = 0  # its slot's first positions, never written (the prefix, read from `prefix`)
 
 
-class Engine:
-    """Runs requests on a background thread; `submit` returns futures of (tokens, stopped)."""
+class Output(NamedTuple):
+    """A finished request: its new tokens (no end-of-turn token) and whether a stop string ended it."""
 
-    def __init__(self, model, tokenizer, eos_ids: list[int], slots: int, refill: int) -> None:
+    tokens: list[int]
+    stopped: bool
+
+
+@dataclass
+class Rows:
+    """The running rows' decode inputs, in `Engine.running`'s order: each row's last chosen token
+    and its stored positions [rows], and (under a repetition penalty) the tokens its context holds
+    [rows, vocab] (else None)."""
+
+    tokens: torch.Tensor
+    lengths: torch.Tensor
+    seen: torch.Tensor | None
+
+
+def describe(net: SlotModel) -> str:
+    """The code paths the engine runs on this machine, in one line."""
+    where = f"{net.lm.device.type}, {str(net.lm.dtype).removeprefix('torch.')}"
+    if net.kernel is None:
+        steps = "attention and sampling in torch (no C kernels)"
+    else:
+        steps = "C kernels for attention, " + ("norms, " if net.norm_kernel else "") + "sampling"
+    linear = net.linear
+    products = "linear.c" if linear.kernel is not None else "oneDNN" if linear.packed else "F.linear"
+    fused = "; a step's layers in one C call" if net.fused is not None else ""
+    return f"Decode engine ({where}): {steps}; products through {products}{fused}."
+
+
+class Engine:
+    """Runs requests on a background thread; `submit` returns futures of `Output`s.
+
+    `build_dir`: where the C kernels are built and cached (by source and CPU); None builds them
+    for this process only."""
+
+    def __init__(
+        self, model, tokenizer, eos_ids: list[int], slots: int, refill: int, build_dir: Path | None = None
+    ) -> None:
+        if model.device.type == "cpu":
+            kernels.kernel(build_dir)  # built (or loaded) here; the model's layers and the sampler use it
         self.net = SlotModel(model)
+        log.info(describe(self.net))
         self.tokenizer = tokenizer
         self.eos = set(eos_ids)
         self.slots = self.max_slots = slots
@@ -66,7 +109,7 @@ class Engine:
             lambda x: self.net.linear(projection, x), projection.in_features, self.device
         )
         self.prefix: list[int] = []  # the shared prompt prefix whose keys and values are kept
-        self.prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.prefix_kv: KeptPrefix | None = None
         # the torch attention reads a row's kept prefix from its slot; the C kernel, from prefix_kv
         self.prefix_in_slots = self.net.kernel is None
         self._hot: Hot | None = None  # the running rows' prefixes, for the kernel (None: changed)
@@ -120,29 +163,30 @@ class Engine:
         return drained
 
     def _run(self) -> None:
-        tokens = lengths = seen = None
+        rows: Rows | None = None
         while not self._closed:
             queued = len(self.running) + len(self.waiting)
             if self.cache is not None and self.waiting and self.cache.slots < min(self.max_slots, queued):
                 self._make_room(self.cache.length, queued)  # more requests than slots: add slots
             free = self.slots - len(self.running)
             if self.waiting and (free >= min(self.refill, self.slots) or not self.running):
-                tokens, lengths, seen = self._admit(free, tokens, lengths, seen)
+                rows = self._admit(free, rows)
             if not self.running:
                 return
             self.threads.use(len(self.running))
             if self._hot is None and self.net.kernel is not None:
                 self._hot = Hot([r.prefix for r in self.running])
             began = time.perf_counter()
-            logits = self.net.decode(self.cache, tokens, lengths, self._hot)
+            logits = self.net.decode(self.cache, rows.tokens, rows.lengths, self._hot)
             self.stats["decode_s"] += time.perf_counter() - began
             self.stats["steps"] += 1
             self.stats["row_steps"] += len(self.running)
-            lengths = lengths + 1
-            chosen = choose(logits, [r.sampler for r in self.running], seen)
-            tokens, lengths, seen = self._advance(chosen, lengths, seen)
+            chosen = choose(logits, [r.sampler for r in self.running], rows.seen)
+            rows = self._advance(chosen, rows.lengths + 1, rows.seen)
 
-    def _admit(self, free, tokens, lengths, seen):
+    def _admit(self, free: int, rows: Rows | None) -> Rows | None:
+        """Prefill up to `free` waiting requests into free slots and choose their first tokens;
+        returns the running rows' inputs, theirs appended to `rows` (those of the rows running)."""
         with self._wake:
             group = [self.waiting.popleft() for _ in range(min(free, len(self.waiting)))]
         demand = len(self.running) + len(group) + len(self.waiting)
@@ -153,7 +197,7 @@ class Engine:
                 self.waiting.extendleft(reversed(group[keep:]))
             group = group[:keep]
         if not group:
-            return tokens, lengths, seen
+            return rows
         group.sort(key=lambda r: len(r.prompt), reverse=True)
         first, began = len(self.running), time.perf_counter()
         start = self._shared_prefix(group, first)
@@ -162,12 +206,13 @@ class Engine:
             r.unwritten = 0 if self.prefix_in_slots else start
         logits = torch.cat(
             [
-                self._prefill(chunk, first + at, start)
-                for at, chunk in prefill_runs.split(group, start, self.prefill_positions)
+                self._prefill(run.prompts, first + run.first, start)
+                for run in prefill_runs.split(group, start, self.prefill_positions)
             ]
         )
         self.stats["prefill_s"] += time.perf_counter() - began
         plen = torch.tensor([len(r.prompt) for r in group], device=self.device)
+        seen = rows.seen if rows is not None else None
         new_seen = self._seen(group) if seen is not None or self._penalized(group) else None
         if new_seen is not None and seen is None:
             seen = self._seen(self.running)
@@ -175,9 +220,10 @@ class Engine:
         chosen = choose(logits, [r.sampler for r in group], new_seen)
         self.running.extend(group)
         self._hot = None
-        tokens = plen.new_tensor(chosen) if tokens is None else torch.cat([tokens, plen.new_tensor(chosen)])
-        lengths = plen if lengths is None else torch.cat([lengths, plen])
-        return self._advance(tokens.tolist(), lengths, seen, start=first)
+        tokens = plen.new_tensor(chosen)
+        if rows is not None:
+            tokens, plen = torch.cat([rows.tokens, tokens]), torch.cat([rows.lengths, plen])
+        return self._advance(tokens.tolist(), plen, seen, start=first)
 
     def _prefill(self, chunk: list[Request], first: int, start: int) -> torch.Tensor:
         """Prefill `chunk` (longest first) into slots first.., after `start` shared prefix tokens."""
@@ -212,7 +258,7 @@ class Engine:
         elif not usable:
             return 0
         if self.prefix_in_slots:
-            self.cache.fill(first, len(group), *self.prefix_kv)
+            self.cache.fill(first, len(group), self.prefix_kv)
         return len(self.prefix)
 
     def _penalized(self, requests: list[Request]) -> bool:
@@ -249,7 +295,7 @@ class Engine:
         self.slots = want
         return True
 
-    def _advance(self, chosen: list[int], lengths, seen, start: int = 0):
+    def _advance(self, chosen: list[int], lengths, seen, start: int = 0) -> Rows:
         """Append each running row's new token (rows before `start` were advanced already);
         finish rows that hit an end-of-turn token, a stop string or their token limit."""
         done = []
@@ -268,7 +314,7 @@ class Engine:
             self._hot = None
         for i in reversed(done):  # highest first, so each move fills a slot still in use
             last = len(self.running) - 1
-            self.running[i].future.set_result((self.running[i].tokens, self.running[i].stopped))
+            self.running[i].future.set_result(Output(self.running[i].tokens, self.running[i].stopped))
             if i != last:
                 self.cache.move(last, i, int(lengths[last]), self.running[last].unwritten)
                 self.running[i] = self.running[last]
@@ -277,7 +323,7 @@ class Engine:
                     seen[i] = seen[last]
             self.running.pop()
         n = len(self.running)
-        return tokens[:n], lengths[:n], None if seen is None else seen[:n]
+        return Rows(tokens[:n], lengths[:n], None if seen is None else seen[:n])
 
     def _hit_stop(self, request: Request) -> bool:
         if not request.stops:

@@ -9,9 +9,9 @@ libgomp (torch's OpenMP runtime) keeps a pool of worker threads for each thread 
 parallel op, for as long as that thread lives. Once it manages more threads than there are cores,
 its workers stop spinning between parallel ops and sleep at once, so every op waits tens of
 microseconds for a worker to wake. Here, once the thread that had loaded the model kept a pool of
-its own, a decode step's small ops on the engine's thread ran 5-10x slower (an add on a [256, 576]
-tensor: 66 us against 7-16 us). Loading the model, packing its weights and building the kernel
-therefore run on a thread of their own that ends when they are done.
+its own, a decode step's small ops on the engine's thread ran several times slower
+(docs/engine.md, "OpenMP's thread pools"). Loading the model, packing its weights and building the
+kernel therefore run on a thread of their own that ends when they are done.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _RECHECK_S = 20.0  # how often a count is measured again (other processes come a
 # A measurement that would change a count is taken again this much later, and the count changes
 # only if both agree: in a flow, a task run ending (its results written, the next one started)
 # kept both cores busy for a moment, a re-measurement then chose 1 thread, and prefill and the
-# fullest decode steps ran on one thread for the next 20 s (a 512-row flow: 79 s instead of 72).
+# fullest decode steps ran on one thread until the next re-measurement.
 _CONFIRM_S = 1.0
 _MEASURED_ROWS = 256  # counts are measured at up to this many rows (more: as many)
 # torch's thread count before any engine changed it (an engine sets the process-wide count)
@@ -40,12 +40,11 @@ _THREADS = torch.get_num_threads()
 
 class ThreadCounts:
     """Runs each step on as many threads as make a product of its rows fastest right now. One
-    thread can win on few rows (the naive baseline ran faster on 1 thread here) and on cores shared
-    with other processes, where every parallel op waits for its slowest thread (a decode step ran
-    5-10x slower on 2 threads than on 1 under load); a full batch or a prefill runs ~1.8x faster
-    on 2 when the machine is quiet. So the choice is measured per power-of-two number of rows (a
-    2-row step must not leave the next 8,000-position prefill on one thread), and again every
-    `_RECHECK_S` seconds; a changed choice must be measured twice, `_CONFIRM_S` apart, to take
+    thread can win on few rows and on cores shared with other processes, where every parallel op waits
+    for its slowest thread; a full batch or a prefill runs faster on all cores when the machine is
+    quiet (docs/engine.md, "Right-sized threads"). So the choice is measured per power-of-two number
+    of rows (a 2-row step must not leave the next 8,000-position prefill on one thread), and again
+    every `_RECHECK_S` seconds; a changed choice must be measured twice, `_CONFIRM_S` apart, to take
     effect. `INSTRUCTFORGE_THREADS` fixes the count instead."""
 
     def __init__(self, probe: Callable[[torch.Tensor], object], width: int, device: torch.device) -> None:

@@ -5,7 +5,7 @@
  *     out[i, j] = softmax_t(scale * q[i, j] . k[i, h, t]) @ v[i, h, t],   t < len[i]
  * Each sequence reads exactly its own len[i] cached positions, once for all its query heads, so
  * shorter sequences cost less (a padded matmul over the longest length reads every slot to the
- * maximum, and runs tiny 3-row products that reach a third of the memory bandwidth here).
+ * maximum, and runs tiny 3-row products that leave most of the memory bandwidth unused).
  * Keys and values of slot i, head h start at k + i * slot_stride + h * head_stride, `dim` floats
  * per position. The step's own key and value (new_k, new_v: [n, kv_heads, dim]) are first stored
  * at position len[i] - 1. Built by tasks/backends/engine/kernels.py with the system C compiler.
@@ -19,7 +19,7 @@
  *
  * With AVX2 and FMA (and dim a multiple of 8) the three loops are written out in intrinsics: a plain
  * loop computes one dot product at a time, a single chain of dependent multiply-adds, and calls the
- * scalar expf once per score (a quarter of a decode step went to this kernel). Here eight positions'
+ * scalar expf once per score (this kernel then took a large share of a decode step). Here eight positions'
  * dot products run side by side, the exponentials are computed eight at a time, and each value row
  * is added into accumulators held in registers.
  * (Prefetches never fault, so those reaching past a sequence's last position are harmless.)
@@ -28,6 +28,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -101,8 +103,8 @@ static inline void block_scores(const float *query, const float *row[8], float *
 
 /* Also prefetches: the values of each block of keys (read next, by mix_vector) and the keys 16
  * positions ahead. The cache is read from memory, not from caches, and one stream at a time left
- * the cores waiting: 15 -> 11 ns per position and head at 256 sequences here, near the ~46 GB/s
- * this machine streams. The last partial block runs the same arithmetic on its rows (the others
+ * the cores waiting; with both in flight a position costs close to what streaming it from memory
+ * does (docs/engine.md, "Where the time goes"). The last partial block runs the same arithmetic on its rows (the others
  * repeat row 0, their scores dropped), so a position's score does not depend on where a span of
  * positions starts (the shared prefix is a span of its own). */
 static void scores_vector(const float *query, const float *keys, const float *values, float *scores,
@@ -226,9 +228,8 @@ static void job(const float *query, const float *keys, const float *values, cons
     if (vector) {
         /* Nothing is in flight when a job starts, and scores_vector prefetches keys 16 positions
          * ahead of the block it computes: ask for the slot's first 16 now, so they arrive while
-         * the shared prefix's blocks (read from cache) are computed. At ~56 slot positions after
-         * a 24-position prefix: 14.0 -> 12.3 ms for 135 rows' 30 layers; in a whole greedy run,
-         * attention 9.06 -> 8.87 s and 9.20 -> 9.02 s side by side. */
+         * the shared prefix's blocks (read from cache) are computed: it matters most for short
+         * rows, whose slot part is only a few blocks long. */
         int64_t ahead = (count[1] < 16 ? count[1] : 16) * dim;
         for (int64_t line = 0; line < ahead; line += 16) _mm_prefetch((const char *)(from_k[1] + line), _MM_HINT_T0);
         for (int s = 0; s < 2; s++)

@@ -2,8 +2,8 @@
  * all packed for linear.c: the same kernels (linear.c, decode_norms.c, decode_attention.c), called
  * in the same order and on the same values as decode.py's SlotModel._layers calls them one ctypes
  * call at a time, so the results are the same bit for bit. Called from Python, those eleven kernel
- * calls a layer cost ~7 ms of glue a step (tensor views, outputs allocated, arguments converted):
- * ~1.8 s of a 45 s greedy bench run here.
+ * calls a layer cost glue on every step (tensor views, outputs allocated, arguments converted);
+ * docs/engine.md has what that was worth.
  *
  * Per layer:
  *     h = rms_norm(x);  q, k, v = h @ Wq, Wk, Wv (+ bias);  rope(q, k);
@@ -15,18 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-int linear(const float *x, const float *packed, const float *bias, const float *other, float *out,
-           int64_t m, int64_t k, int64_t n, int op, int threads, const float *then, int64_t then_n,
-           int64_t then_k);
-void rms_norm(const float *x, const float *weight, float *out, int64_t rows, int64_t width, float eps,
-              int threads);
-int rope(float *q, float *k, const float *cos, const float *sin, int64_t rows, int64_t heads,
-         int64_t kv_heads, int64_t dim, int threads);
-int decode_attention(const float *q, float *k, float *v, const float *new_k, const float *new_v,
-                     const int64_t *len, float *out, const int64_t *hot_k, const int64_t *hot_v,
-                     const int64_t *hot_len, int64_t layer, int64_t n, int64_t kv_heads, int64_t groups,
-                     int64_t dim, int64_t slot_stride, int64_t head_stride, int64_t max_len, float scale,
-                     int threads);
+#include "kernels.h"
 
 /* A layer's row of `table`, as int64 addresses: the seven packed weights, their biases (0: none),
  * the two norm weights, and the layer's key and value cache [slots, kv_heads, length, dim]. */

@@ -8,10 +8,10 @@
  * memory once per call, and the next panel is prefetched while the current one is in use.
  *
  * Why not oneDNN: at the decode step's shapes its products waited on memory. Every step reads all
- * 420 MB of layer weights, none of them still cached from the step before; at 84 rows oneDNN ran
- * those at 392-404 GFLOP/s against 453-479 with one layer's weights reused, and this kernel at 488
- * (514 at 256 rows, where oneDNN gave 474). bench/generation.py measures both on square products;
- * INSTRUCTFORGE_MATMUL=onednn runs the engine on oneDNN, for a side-by-side run.
+ * the layer weights (420 MB for the 135M model), none of them still cached from the step before,
+ * and oneDNN ran those clearly slower than with one layer's weights reused; this kernel keeps the
+ * memory busy (docs/engine.md has the figures). bench/generation.py measures both on square
+ * products; INSTRUCTFORGE_MATMUL=onednn runs the engine on oneDNN, for a side-by-side run.
  *
  * Each output is one accumulator summed over k in order, then (op):
  *   0: nothing; 1: SiLU, v / (1 + exp(-v)); 2: v * other; 3: other + v  (other: [m, n])
@@ -20,6 +20,9 @@
  * rows are split too, so neither thread waits on the other's extra panel.
  */
 #include <stdint.h>
+
+#include "kernels.h"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -63,11 +66,10 @@ static inline void finish(__m512 v, float *out, const float *bias, const float *
 
 /* Rows x[0..rows) (rows <= 6) times one panel. The block's output lines (and `other`'s) are
  * prefetched first, so its last step does not wait on them: prefill's products with a residual or
- * a gate to read went from ~445 to ~490 GFLOP/s (their [1000, 1536] operands are not in L2).
- * Each k-step also prefetches one line of `ahead`
- * (this block's share of the next panel), when given. A decode step's products at 84 rows: 453
- * GFLOP/s without prefetches, 488 with one every other step; at 42 rows one every step gave
- * 465-484 against 435-451 every other step. (Prefetches never fault: past the end is harmless.) */
+ * a gate to read (their [1000, 1536] operands are not in L2) ran faster for it. Each k-step also
+ * prefetches one line of `ahead` (this block's share of the next panel), when given: a decode
+ * step's products ran faster with those than without, and at few rows faster with one every step
+ * than every other step. (Prefetches never fault: past the end is harmless.) */
 static inline __attribute__((always_inline)) void block(int rows, const float *x, const float *panel,
                                                         int64_t k, float *out, const float *bias,
                                                         const float *other, int64_t row, int64_t col,
@@ -129,9 +131,8 @@ static int64_t parts_of(int64_t panels, int threads) { return panels >= 8 * thre
 
 /* `then` (or NULL): the packed weight of the product that comes next, [then_k] inputs to [then_n]
  * outputs; each thread prefetches the first panel it will take there during its last one here.
- * Without it, every product began with each thread waiting on its first panel from memory: a
- * decode step's products (30 layers and the head) ran at 469 -> 493 GFLOP/s with it at 42 rows,
- * 514 -> 519 at 135. */
+ * Without it, every product began with each thread waiting on its first panel from memory (most
+ * felt at few rows, where a product is short). */
 int linear(const float *x, const float *packed, const float *bias, const float *other, float *out,
            int64_t m, int64_t k, int64_t n, int op, int threads, const float *then, int64_t then_n,
            int64_t then_k) {

@@ -13,14 +13,15 @@
  *     first whose cumulative kept probability reaches u times the kept mass.
  *
  * As torch ops the same choice took nine passes over [rows, vocab] floats (division, minimum,
- * maximum, clamp, softmax's three, top-k), each a parallel region: 2.5-2.8 s of a 41 s sampled run
- * of the bench's 256 prompts here, 0.9 s with this (Python's part included; all 256 outputs the
- * same). The sums run in another order than torch's, so a probability may differ in its last bits
+ * maximum, clamp, softmax's three, top-k), each a parallel region (docs/engine.md, "Per-row
+ * sampling", has the time it saves; outputs unchanged). The sums run in another order than torch's, so a probability may differ in its last bits
  * and a draw landing within that of a boundary may pick the neighbouring token.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "kernels.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -226,8 +227,8 @@ int sample_rows(const float *logits, int64_t n, int64_t vocab, const float *temp
 }
 
 /* out[r] = the index of row r's largest logit, the first of equal ones (torch.argmax's rule): one
- * read of each row, rows split between the threads (torch's argmax took ~2.2 ms for 136 rows of
- * SmolLM2's vocabulary here). */
+ * read of each row, rows split between the threads (torch's argmax is slower at these shapes:
+ * docs/engine.md). */
 void argmax_rows(const float *logits, int64_t n, int64_t vocab, int64_t *out, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t r = 0; r < n; r++) {
