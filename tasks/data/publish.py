@@ -55,16 +55,19 @@ def publish(
     rows: list[dict[str, Any]],
     ledger: Ledger,
     seeds: int,
-    output: Output,
+    output: Output | Path | str,
     extra: dict[str, Any] | None = None,
     prompt_overrides: dict[str, str] | None = None,
 ) -> dict[str, Any] | State:
-    """Save `rows` (and what `ledger` set aside) as the run's dataset where `output` says; returns
-    the summary, with `extra` (flow-specific facts) and the `prompt_overrides` the run rendered with
-    added to it. A push the Hub refused gives a Failed state that carries the summary, with
-    `hub_error` added."""
+    """Save `rows` (and what `ledger` set aside) as the run's dataset where `output` says (the
+    flow's output group, or just a directory: then the card's licence is the flow's `license`
+    parameter, else "other"); returns the summary, with `extra` (flow-specific facts) and the
+    `prompt_overrides` the run rendered with added to it. A push the Hub refused gives a Failed
+    state that carries the summary, with `hub_error` added."""
     logger = get_run_logger()
     parameters = flat(flow_run.parameters or {})  # as the flags name them
+    if not isinstance(output, Output):
+        output = Output(output_dir=Path(output), license=parameters.get("license") or DEFAULT_LICENSE)
     license, push_to_hub = output.license or DEFAULT_LICENSE, output.push_to_hub
     summary = {"flow": flow, **summarize(rows, ledger, seeds), **(extra or {})}
     summary["quality"] = quality_metrics(rows, evolved="evol_instruct" in summary["techniques"])
