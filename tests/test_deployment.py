@@ -97,4 +97,4 @@ def test_every_flow_has_a_deployment_whose_parameters_validate():
         deployed[path] = deployment["parameters"]
     assert set(deployed) == {f"flows/{p.name}" for p in (ROOT / "flows").glob("[!_]*.py")}
     # scheduled refreshes keep dated versions, point `latest` at the newest and prune the oldest
-    assert all(p["versioned"] and p["keep_versions"] >= 1 for p in deployed.values())
+    assert all(p["output"]["versioned"] and p["output"]["keep_versions"] >= 1 for p in deployed.values())
