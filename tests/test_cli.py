@@ -25,11 +25,34 @@ def run_cli(*args, env=None, timeout=600):
     )
 
 
+# The flags users type: a grouped parameter's fields stay flat (--temperature, not --sampling).
+FLAGS = (
+    "seeds seed-column num-instructions num-evolutions mutations system-prompt ground-responses "
+    "near-duplicate-threshold max-rounds model backend prompts temperature response-temperature "
+    "max-new-tokens seed batch-size output-dir versioned keep-versions push-to-hub private license"
+).split()
+
+
 def test_help_lists_every_flow_parameter_in_kebab_case():
-    help_text = build_parser(instruct).format_help()
-    for name in instruct.parameters.properties:
-        assert "--" + name.replace("_", "-") in help_text
+    parser = build_parser(instruct)
+    flags = {o.lstrip("-") for a in parser._actions for o in a.option_strings if o.startswith("--")}
+    assert set(FLAGS) <= flags and not {"llm", "sampling", "batching", "output"} & flags
+    groups = {n for n, p in instruct.parameters.properties.items() if "$ref" in p}
+    assert groups == {"llm", "sampling", "batching", "output"}
+    help_text = parser.format_help()
     assert "User queries to write per seed passage" in help_text
+    assert "Longest response, in tokens. (default: 256)" in help_text
+    assert '(default: "output/instruct")' in help_text  # the flow's default, not the group's
+
+
+def test_a_grouped_field_takes_the_flows_default_for_the_rest_of_its_group():
+    from flows.magpie import magpie
+
+    params = magpie.validate_parameters({"seed": 3, "output": {"versioned": True}})
+    assert params["sampling"].temperature == 1.0 and params["sampling"].seed == 3  # magpie samples at 1.0
+    assert params["output"].output_dir == Path("output/magpie") and params["output"].versioned
+    help_text = build_parser(magpie).format_help()
+    assert "(default: 1.0)" in help_text and '(default: "output/magpie")' in help_text
 
 
 @pytest.mark.parametrize(
