@@ -7,10 +7,8 @@ Run `python flows/generate.py --help` for the parameters (the flow's own, in keb
 from pathlib import Path
 
 from prefect import get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.backends import get_backend
-from tasks.data.publish import check_destination, publish, run_name
+from tasks.data.publish import publish
 from tasks.data.seeds import load_texts
 from tasks.generate import check_step, generate_text
 from tasks.pipeline.batching import Ledger, map_batches
@@ -37,7 +35,7 @@ def check_inputs(
     **_: object,
 ) -> list[dict]:
     """Everything a user can get wrong, checked before any model call; returns the input rows."""
-    check_destination(output)
+    output.check()
     if num_generations > 1 and sampling.temperature == 0:
         raise ValueError("--num-generations above 1 needs a --temperature above 0 (greedy samples repeat).")
     source = rows or (None if instruction else DEFAULT_ROWS)
@@ -48,15 +46,11 @@ def check_inputs(
         # Render both steps for the first row, so a template that needs a missing column fails now.
         render_template(prompt_template, **seed_rows[0])
         render_template(response_template, **seed_rows[0], instruction="(the written message)")
-    get_backend(llm.backend, llm.model)  # loads the model once per process; a bad id fails here
+    llm.load()  # once per process; a bad model id fails here
     return seed_rows
 
 
-@grouped_flow(
-    name="generate",
-    flow_run_name=run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=8),
-)
+@grouped_flow("generate")
 def generate(
     rows: str | None = None,
     instruction: list[str] | None = None,

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.backends import GenerationParams, get_backend
-from tasks.data.publish import check_destination, publish, run_name
+from tasks.backends import GenerationParams
+from tasks.data.publish import publish
 from tasks.data.seeds import load_seeds
 from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
 from tasks.passage_queries import ATTEMPTS, generate_instructions
@@ -39,18 +38,13 @@ Mutation = Literal["constraints", "deepening", "concretizing", "reasoning", "com
 
 def check_inputs(seeds: str | None, seed_column: str, llm: Model, output: Output, **_: object) -> list[Row]:
     """Everything a user can get wrong, checked before any model call; returns the seed rows."""
-    check_destination(output)
+    output.check()
     seed_rows = load_seeds(seeds, seed_column)
-    load_overrides(llm.prompts)
-    get_backend(llm.backend, llm.model)  # loads the model once per process; a bad id fails here
+    llm.load()  # once per process; a bad model id or template fails here
     return seed_rows
 
 
-@grouped_flow(
-    name="instruct",
-    flow_run_name=run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=8),
-)
+@grouped_flow("instruct")
 def instruct(
     seeds: str | None = None,
     seed_column: str = "context",

@@ -7,10 +7,8 @@ Run `python flows/magpie.py --help` for the parameters (the flow's own, in kebab
 from pathlib import Path
 
 from prefect import get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.backends import get_backend
-from tasks.data.publish import check_destination, publish, run_name
+from tasks.data.publish import publish
 from tasks.magpie import generate_conversations, pre_query_template
 from tasks.magpie_rows import drop_duplicates, magpie_rows, options, parse_spec
 from tasks.pipeline.batching import Ledger, map_batches
@@ -35,12 +33,11 @@ def check_inputs(
     """Everything a user can get wrong, checked before any generation; returns the chat template:
     `--chat-template`, the model's tokenizer, or what a server publishes, never a guess. A server
     that takes no raw prompt is refused here (one 1-token call tells)."""
-    check_destination(output)
-    load_overrides(llm.prompts)
+    output.check()
     if only_instruction and n_turns > 1:
         raise ValueError("--only-instruction writes one instruction per row; drop it or --n-turns.")
     options(parse_spec(system_prompt))  # a malformed list or mapping fails here
-    backend = get_backend(llm.backend, llm.model)
+    backend = llm.load()  # once per process; a bad model id or template fails here
     template = chat_template_for(backend, chat_template)
     pre_query_template(template)  # a template Magpie cannot cut fails here, with the reason
     if hasattr(backend, "check_raw_prompts"):
@@ -48,11 +45,7 @@ def check_inputs(
     return template
 
 
-@grouped_flow(
-    name="magpie",
-    flow_run_name=run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=8),
-)
+@grouped_flow("magpie")
 def magpie(
     num_rows: Positive = 16,
     n_turns: Positive = 1,

@@ -7,10 +7,8 @@ Run `python flows/self_instruct.py --help` for the parameters (the flow's own, i
 from pathlib import Path
 
 from prefect import get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.backends import get_backend
-from tasks.data.publish import check_destination, publish, run_name
+from tasks.data.publish import publish
 from tasks.data.seed_tasks import load_seed_tasks
 from tasks.pipeline.batching import Ledger, map_batches, run_batch
 from tasks.pipeline.parameters import (
@@ -34,18 +32,13 @@ from tasks.templates.prompt_overrides import load_overrides
 
 def check_inputs(seed_tasks: str | None, llm: Model, output: Output, **_: object) -> list[Row]:
     """Everything a user can get wrong, checked before any model call; returns the seed tasks."""
-    check_destination(output)
+    output.check()
     seed_rows = load_seed_tasks(seed_tasks)
-    load_overrides(llm.prompts)
-    get_backend(llm.backend, llm.model)  # loads the model once per process; a bad id fails here
+    llm.load()  # once per process; a bad model id or template fails here
     return seed_rows
 
 
-@grouped_flow(
-    name="self_instruct",
-    flow_run_name=run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=8),
-)
+@grouped_flow("self_instruct")
 def self_instruct(
     seed_tasks: str | None = None,
     num_instructions: Positive = 100,

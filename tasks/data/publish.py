@@ -13,8 +13,8 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from tasks.data.card import DEFAULT_LICENSE, public, render_card
-from tasks.data.dataset import check_output_dir, report_markdown, save_dataset, summarize, versioned_dir
-from tasks.data.hub import check_hub, dataset_url
+from tasks.data.dataset import report_markdown, save_dataset, summarize, versioned_dir
+from tasks.data.hub import dataset_url
 from tasks.data.hub import push_to_hub as push_task
 from tasks.data.recipe import build_recipe, write_recipe
 from tasks.data.schema import features_for
@@ -40,14 +40,6 @@ def run_name() -> str:
     into different directories, or at different times, tell apart in the UI."""
     output = Path(str(flat(flow_run.parameters or {}).get("output_dir") or "output")).name
     return f"{flow_run.flow_name}-{output}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
-
-
-def check_destination(output: Output) -> None:
-    """Before any model call: the output directory can take the dataset, and a push has a token
-    that the Hub accepts and that may write to the repository."""
-    check_output_dir(output.output_dir, output.versioned)
-    if output.push_to_hub:
-        check_hub(output.push_to_hub)
 
 
 def publish(

@@ -53,6 +53,15 @@ class Model(Group):
         "(e.g. respond.jinja; see prompts/README.md): try a prompt without editing prompts/.",
     )
 
+    def load(self) -> Any:
+        """The backend, loaded once per process (a bad model id fails here), after reading the
+        prompt overrides (a bad template fails here)."""
+        from tasks.backends import get_backend
+        from tasks.templates.prompt_overrides import load_overrides
+
+        load_overrides(self.prompts)
+        return get_backend(self.backend, self.model)
+
     def ids(self) -> dict[str, str]:
         """The model and backend ids, as every technique task takes them."""
         return {"model": self.model, "backend": self.backend}
@@ -117,6 +126,16 @@ class Output(Group):
         "the data's terms follow the model's licence and the seeds', which only you can check.",
     )
 
+    def check(self) -> None:
+        """Before any model call: the output directory can take the dataset, and a push has a token
+        that the Hub accepts and that may write to the repository."""
+        from tasks.data.dataset import check_output_dir
+        from tasks.data.hub import check_hub
+
+        check_output_dir(self.output_dir, self.versioned)
+        if self.push_to_hub:
+            check_hub(self.push_to_hub)
+
 
 def groups(fn: Callable) -> dict[str, Group]:
     """`fn`'s grouped parameters and their defaults (the flow's own values for each field)."""
@@ -164,9 +183,15 @@ class GroupedFlow(Flow):
         return copy
 
 
-def grouped_flow(**options: Any) -> Callable[[Callable], GroupedFlow]:
-    """`@flow(**options)`, making a `GroupedFlow`."""
-    return lambda fn: GroupedFlow(fn, **options)
+def grouped_flow(name: str, **options: Any) -> Callable[[Callable], GroupedFlow]:
+    """`@flow(name=name, **options)`, making a `GroupedFlow`; by default its runs are named after
+    the output directory and its tasks run on 8 threads (a bound: each holds a batch in memory)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from tasks.data.publish import run_name
+
+    options = {"flow_run_name": run_name, "task_runner": ThreadPoolTaskRunner(max_workers=8), **options}
+    return lambda fn: GroupedFlow(fn, name=name, **options)
 
 
 T = TypeVar("T")
