@@ -94,3 +94,22 @@ def test_a_successful_run_is_clean(tmp_path):
         assert noise not in console
     assert "Task run 'self_instruct[0]' - Finished in state Completed()" in console
     assert f"Dataset: {out}" in console and (out / "dataset" / "dataset_info.json").exists()
+
+
+def test_a_flow_started_from_another_directory_takes_the_projects_prefect_settings(tmp_path):
+    # Prefect reads prefect.toml from the working directory only; the CLI applies ours elsewhere.
+    code = (
+        "from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS as timeout\n"
+        "from tasks.pipeline.settings import project_settings\n"
+        "print(timeout.value())\n"
+        "with project_settings():\n"
+        "    print(timeout.value())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_SERVER_")}
+    env["PYTHONPATH"] = str(ROOT)
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    here = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert elsewhere.stdout.split() == ["20", "300"], elsewhere.stderr  # Prefect's default, then ours
+    assert here.stdout.split() == ["300", "300"], here.stderr
