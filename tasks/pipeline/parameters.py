@@ -213,6 +213,7 @@ def inputs(check: Callable[..., T]) -> T:
     context = FlowRunContext.get()
     parameters = dict(context.parameters) if context else {}
     done = _checked.get()
+    _checked.set(None)  # for the one run the CLI starts next
     if done is not None and done[0] == parameters:
         return done[1]
     return check(**parameters)
