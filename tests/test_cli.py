@@ -114,3 +114,23 @@ def test_a_flow_started_from_another_directory_takes_the_projects_prefect_settin
     before, during = elsewhere.stdout.split()
     assert before != "300" and during == "300", elsewhere.stderr  # Prefect's default, then ours
     assert here.stdout.split() == ["300", "300"], here.stderr
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_the_run_reuses_the_inputs_the_cli_checked(tmp_path, monkeypatch, fake):
+    import flows.instruct
+    from tasks.pipeline.cli import main
+
+    calls = []
+
+    def counted(**parameters):
+        calls.append(parameters)
+        return check_inputs(**parameters)
+
+    check_inputs = flows.instruct.check_inputs
+    monkeypatch.setattr(flows.instruct, "check_inputs", counted)  # what the flow body calls
+    args = ["--backend", "fake", "--num-instructions", "1", "--num-evolutions", "0"]
+    main(instruct, [*args, "--output-dir", str(tmp_path / "out")], counted)
+    assert len(calls) == 1  # the seeds are read, the model loaded, the Hub asked once
+    instruct(backend="fake", model="fake", num_instructions=1, num_evolutions=0, output_dir=tmp_path / "py")
+    assert len(calls) == 2  # a run the CLI did not check checks itself
