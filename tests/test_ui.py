@@ -88,6 +88,10 @@ def test_the_grouped_parameter_form_and_the_run_graph(server, tmp_path):  # noqa
         text = browser.wait_for_text("Output Dir")
         for field in ("Model", "Backend", "Temperature", "Batch Size", "Keep Versions"):
             assert field in text, text[:3000]
+        browser.evaluate(  # down to the groups
+            "[...document.querySelectorAll('*')].find(e => e.innerText"
+            " && e.innerText.trim().startsWith('llm (Optional)')).scrollIntoView()"
+        )
         small_png(browser.screenshot(keep / "ui-parameters.png"))
         browser.open(f"{ui}/runs/flow-run/{run['id']}")
         browser.wait_for_text("Task Runs")
