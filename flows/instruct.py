@@ -3,24 +3,29 @@
 Run `python flows/instruct.py --help` for the parameters (the flow's own, in kebab-case).
 """
 
-import tasks  # noqa: F401  (first: sets Prefect's defaults before prefect is imported)
-
-# isort: split
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from prefect import flow, get_run_logger
-from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import Field
+from prefect import get_run_logger
 
-from tasks.backends import BackendId, GenerationParams, get_backend
-from tasks.backends.embedded import EMBEDDED_MODEL
-from tasks.data.publish import check_destination, publish, run_name
+from tasks.backends import GenerationParams
+from tasks.data.publish import publish
 from tasks.data.seeds import load_seeds
 from tasks.evol_instruct import MUTATIONS, evolve_instructions, fall_back_to_parent
 from tasks.passage_queries import ATTEMPTS, generate_instructions
 from tasks.pipeline.artifacts import RunProgress
 from tasks.pipeline.batching import Ledger, map_batches
+from tasks.pipeline.parameters import (
+    Batching,
+    Fraction,
+    Model,
+    NonNegative,
+    Output,
+    Positive,
+    Sampling,
+    grouped_flow,
+    inputs,
+)
 from tasks.pipeline.progress import stage_progress
 from tasks.pipeline.targets import by_seed, missing, shortfall_message, take
 from tasks.quality.near_duplicates import EXACT_UP_TO, drop_near_duplicates
@@ -29,56 +34,31 @@ from tasks.rows import Row, drop_duplicates, in_order
 from tasks.templates.prompt_overrides import load_overrides
 
 Mutation = Literal["constraints", "deepening", "concretizing", "reasoning", "complicate_input", "breadth"]
-Positive = Annotated[int, Field(gt=0)]
 
 
-def check_inputs(
-    seeds: str | None,
-    seed_column: str,
-    model: str,
-    backend: str,
-    output_dir: Path,
-    versioned: bool = False,
-    push_to_hub: str | None = None,
-    prompts: Path | None = None,
-) -> list[dict]:
+def check_inputs(seeds: str | None, seed_column: str, llm: Model, output: Output, **_: object) -> list[Row]:
     """Everything a user can get wrong, checked before any model call; returns the seed rows."""
-    check_destination(output_dir, versioned, push_to_hub)
+    output.check()
     seed_rows = load_seeds(seeds, seed_column)
-    load_overrides(prompts)
-    get_backend(backend, model)  # loads the model once per process; a bad id fails here
+    llm.load()  # once per process; a bad model id or template fails here
     return seed_rows
 
 
-@flow(
-    name="instruct",
-    flow_run_name=run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=8),
-)
+@grouped_flow("instruct")
 def instruct(
     seeds: str | None = None,
     seed_column: str = "context",
     num_instructions: Positive = 5,
-    num_evolutions: Annotated[int, Field(ge=0)] = 1,
+    num_evolutions: NonNegative = 1,
     mutations: tuple[Mutation, ...] = MUTATIONS,
-    model: str = EMBEDDED_MODEL,
-    backend: BackendId = "transformers",
-    prompts: Path | None = None,
-    temperature: Annotated[float, Field(ge=0)] = 0.7,
-    response_temperature: Annotated[float, Field(ge=0)] = 0.3,
-    max_new_tokens: Positive = 256,
     system_prompt: str | None = None,
     ground_responses: bool = True,
-    batch_size: Positive = 32,
-    near_duplicate_threshold: Annotated[float, Field(gt=0, le=1)] = 0.7,
+    near_duplicate_threshold: Fraction = 0.7,
     max_rounds: Positive = 3,
-    seed: int = 0,
-    output_dir: Path = Path("output/instruct"),
-    versioned: bool = False,
-    keep_versions: Annotated[int, Field(ge=1)] | None = None,
-    push_to_hub: str | None = None,
-    private: bool = True,
-    license: str = "other",
+    llm: Model = Model(),
+    sampling: Sampling = Sampling(),
+    batching: Batching = Batching(),
+    output: Output = Output(output_dir=Path("output/instruct")),
 ) -> dict:
     """Generate instruction/response pairs from seed passages with SelfInstruct and EvolInstruct.
 
@@ -89,44 +69,28 @@ def instruct(
         num_instructions: User queries to write per seed passage (SelfInstruct).
         num_evolutions: Rounds of EvolInstruct rewriting applied to every query (0 skips it).
         mutations: Evolutions to choose from each round (five in-depth, one in-breadth).
-        model: Model id: the embedded default, a local model directory, or a Hub id; for the
-            openai backend, the served model name or `http://host:port/v1#name`.
-        backend: `transformers` runs the model locally; `openai` calls an OpenAI-compatible
-            server (vLLM, TGI, llama.cpp, Ollama); `fake` is a deterministic stand-in.
-        prompts: A directory of .jinja templates that replace the shipped ones of the same name
-            (e.g. respond.jinja, evol_instruct/deepening.jinja): try a prompt without editing prompts/.
-        temperature: Sampling temperature for writing and evolving instructions.
-        response_temperature: Sampling temperature for responses (0 is greedy).
-        max_new_tokens: Longest response, in tokens.
         system_prompt: Optional system prompt for the response step.
         ground_responses: Answer each instruction with its seed passage as reference material, so
             the answer's facts come from the passage (the instruction itself stays self-contained).
-        batch_size: Rows per task run: the unit of caching, retries and resume.
         near_duplicate_threshold: Drop an instruction whose ROUGE-L with an earlier kept one is at
             least this (the Self-Instruct paper uses 0.7; 1 keeps all but exact duplicates).
         max_rounds: Rounds of generation for passages still short of num_instructions rows after
             the filters; the run stops earlier once every passage has its rows.
-        seed: Run seed: fixes sampling and each row's choice of mutation.
-        output_dir: Where the dataset directory is written (replaced whole on success).
-        versioned: Write a new dated directory under output_dir instead (scheduled refreshes).
-        keep_versions: With versioned, keep only the newest N dated versions (older ones are
-            deleted after a successful save; the one `latest` points to is always kept). Default: all.
-        push_to_hub: Hub dataset repo id to push the data and card to (token from HF_TOKEN).
-        private: Make a pushed dataset private.
-        license: The card's licence, a Hub identifier (apache-2.0, cc-by-4.0, ...). Default "other":
-            the data's terms follow the model's licence and the seeds', which only you can check.
+        llm: The model that writes, its backend and prompt templates.
+        sampling: Temperatures, response length and the run seed.
+        batching: Rows per task run.
+        output: Where the dataset is written and pushed.
     """
     logger = get_run_logger()
-    seed_rows = check_inputs(seeds, seed_column, model, backend, output_dir, versioned, push_to_hub)
-    overrides = load_overrides(prompts)  # templates that shadow the shipped ones
-    common = {"model": model, "backend": backend, "prompt_overrides": overrides}
-    instruction_params = GenerationParams(max_new_tokens=256, temperature=temperature, seed=seed)
+    seed_rows = inputs(check_inputs)
+    overrides = load_overrides(llm.prompts)  # templates that shadow the shipped ones
+    common = {**llm.ids(), "prompt_overrides": overrides}
+    size = batching.batch_size
+    instruction_params = sampling.instructions(max_new_tokens=256)
     # A rewrite adds 10-20 words; one still going after 160 tokens is answering, not rewriting.
-    evolution_params = instruction_params.model_copy(update={"max_new_tokens": 160})
-    response_params = GenerationParams(
-        max_new_tokens=max_new_tokens, temperature=response_temperature, seed=seed
-    )
-    logger.info("Loaded %d seed passages; model %s (%s)", len(seed_rows), model, backend)
+    evolution_params = sampling.instructions(max_new_tokens=160)
+    respond = {"params": sampling.responses(), "system_prompt": system_prompt, "grounded": ground_responses}
+    logger.info("Loaded %d seed passages; model %s (%s)", len(seed_rows), llm.model, llm.backend)
 
     ledger = Ledger()
     progress = RunProgress("instruct", total=num_evolutions + 2)
@@ -141,9 +105,7 @@ def instruct(
             break
         rounds_run = round_
         short = [s for s in seed_rows if s["seed_id"] in wanted]
-        rows = write_instructions(
-            short, round_, num_instructions, batch_size, instruction_params, ledger, common
-        )
+        rows = write_instructions(short, round_, num_instructions, size, instruction_params, ledger, common)
         logger.info("SelfInstruct (round %d): %d queries from %d passages", round_, len(rows), len(short))
         first = round_ == 1  # the progress bar follows the first round; later ones top up
         if first:
@@ -155,10 +117,10 @@ def instruct(
             evolved = map_batches(
                 evolve_instructions,
                 rows,
-                batch_size,
+                size,
                 round=evolution,
                 mutations=list(mutations),
-                seed=seed,
+                seed=sampling.seed,
                 params=evolution_params,
                 **common,
             )
@@ -173,11 +135,10 @@ def instruct(
                 progress.advance(f"evol_instruct round {evolution}")
 
         # 3. A response for every instruction, written with its passage at hand (grounded).
-        respond = {"params": response_params, "system_prompt": system_prompt, "grounded": ground_responses}
-        answered = map_batches(generate_responses, rows, batch_size, **respond, **common)
+        answered = map_batches(generate_responses, rows, size, **respond, **common)
         # 4. Elimination (paper rule 2): an evolution answered by a refusal falls back to its parent.
         fallbacks, answered["drops"] = fall_back_to_parent(rows, answered["drops"])
-        reanswered = map_batches(generate_responses, fallbacks, batch_size, **respond, **common)
+        reanswered = map_batches(generate_responses, fallbacks, size, **respond, **common)
         if first:
             progress.advance("respond")
         answered_rows = in_order(ledger.rows(answered, "respond") + ledger.rows(reanswered, "respond"), rows)
@@ -196,18 +157,7 @@ def instruct(
     if len(final) < target:
         logger.warning(shortfall_message(len(final), target, rounds_run, ledger.drops))
     extra = {"target_rows": target, "rounds": rounds_run, "evolutions": list(evolutions.values())}
-    return publish(
-        "instruct",
-        final,
-        ledger,
-        len(seed_rows),
-        output_dir,
-        push_to_hub,
-        private,
-        versioned,
-        extra,
-        prompt_overrides=overrides,
-    )
+    return publish("instruct", final, ledger, len(seed_rows), output, extra, overrides)
 
 
 def write_instructions(

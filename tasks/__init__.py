@@ -1,7 +1,7 @@
 """Techniques for synthetic instruction data, as Prefect tasks around one model seam.
 
-Importing this package first sets quiet, load-tolerant defaults for Prefect and Hugging Face
-(each only when the user has not set it), so it must be imported before `prefect`.
+Importing this package sets quiet defaults for the Hugging Face libraries (each only when the user
+has not set it; see tasks/pipeline/settings.py). Prefect's settings are in prefect.toml.
 """
 
 from tasks.pipeline import settings as _settings

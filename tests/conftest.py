@@ -1,9 +1,6 @@
 """Shared fixtures: one Prefect test server per session, a private result store per test, the
 fake backend with its call log cleared, and the C kernels built for a plainer CPU."""
 
-import tasks  # noqa: F401  (first: Prefect defaults before prefect is imported)
-
-# isort: split
 import os
 import platform
 import shutil

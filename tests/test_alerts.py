@@ -49,7 +49,7 @@ def test_a_failing_deployment_run_sends_the_alert(server, receiver, tmp_path):  
     prefect(server, "work-pool", "create", "instructforge", "--type", "process")
     prefect(server, "--no-prompt", "deploy", "--all")
     # A refresh that fails: its seed file is gone.
-    params = json.dumps({"backend": "fake", "model": "fake", "seeds": str(tmp_path / "gone.jsonl")})
+    params = json.dumps({"llm": {"backend": "fake", "model": "fake"}, "seeds": str(tmp_path / "gone.jsonl")})
     prefect(server, "deployment", "run", "instruct/daily-refresh", "--params", params, cwd=tmp_path)
     worker = [PREFECT, "worker", "start", "--pool", "instructforge", "--run-once"]
     subprocess.run(worker, env=server, cwd=tmp_path, capture_output=True, timeout=300)
@@ -69,10 +69,9 @@ def test_a_run_still_running_past_the_limit_sends_the_stuck_alert(server, receiv
     prefect(server, "--no-prompt", "deploy", "--all")
     # A slow refresh: every model call takes 8 s, so the run is still going after 12 s.
     params = {
-        "backend": "fake",
-        "model": "fake?delay=8",
+        "llm": {"backend": "fake", "model": "fake?delay=8"},
         "num_evolutions": 0,
-        "output_dir": str(tmp_path / "o"),
+        "output": {"output_dir": str(tmp_path / "o")},
     }
     prefect(
         server, "deployment", "run", "instruct/daily-refresh", "--params", json.dumps(params), cwd=tmp_path

@@ -11,6 +11,7 @@ from flows.magpie import check_inputs, magpie
 from tasks.backends.embedded import embedded_model_dir
 from tasks.backends.openai_backend import ChatOnlyServer
 from tasks.pipeline.cli import main
+from tasks.pipeline.parameters import Model, Output
 from tasks.templates.chat_templates import chat_template_for
 from tests.openai_stand_in import StandIn
 from tests.test_magpie import EXPECTED, LLAMA3
@@ -19,7 +20,9 @@ LLAMA3_PROPS = {"chat_template": LLAMA3, "bos_token": "<|begin_of_text|>", "eos_
 
 
 def check(server, tmp_path, **kwargs):
-    return check_inputs(server.model, "openai", tmp_path / "out", **kwargs)
+    return check_inputs(
+        Model(model=server.model, backend="openai"), Output(output_dir=tmp_path / "out"), **kwargs
+    )
 
 
 def test_a_server_that_publishes_no_template_stops_the_run_with_one_line(tmp_path):

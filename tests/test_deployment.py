@@ -1,6 +1,7 @@
 """prefect.yaml for real: a local Prefect server (SQLite, loopback), `prefect deploy --all`, a run
 triggered through the API and executed by a process worker, its state and artifacts read back."""
 
+import json
 import os
 import re
 import socket
@@ -64,7 +65,9 @@ def test_deploy_trigger_and_watch_a_run(server, tmp_path):
     for name in ("instruct/daily-refresh", "magpie/magpie-daily", "self_instruct/self-instruct-weekly"):
         assert name in deployed
     assert "generate/generate-daily" in deployed
-    params = f'{{"backend": "fake", "model": "fake", "output_dir": "{tmp_path / "out"}"}}'
+    # A run's group replaces the deployment's whole (Prefect merges parameters one level deep).
+    output = {"output_dir": str(tmp_path / "out"), "versioned": True, "keep_versions": 14}
+    params = json.dumps({"llm": {"backend": "fake", "model": "fake"}, "output": output})
     triggered = prefect(
         server, "deployment", "run", "instruct/daily-refresh", "--params", params, cwd=tmp_path
     )
@@ -93,8 +96,13 @@ def test_every_flow_has_a_deployment_whose_parameters_validate():
     for deployment in spec["deployments"]:
         path, name = deployment["entrypoint"].split(":")
         flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
-        flow.validate_parameters(deployment["parameters"])  # raises on a wrong name or value
+        params = flow.validate_parameters(deployment["parameters"])  # raises on a wrong name or value
+        # a group given in part keeps the flow's own defaults for the rest of its fields
+        assert (
+            params["output"].private
+            and params["sampling"].model_dump() == flow.parameters.properties["sampling"]["default"]
+        )
         deployed[path] = deployment["parameters"]
     assert set(deployed) == {f"flows/{p.name}" for p in (ROOT / "flows").glob("[!_]*.py")}
     # scheduled refreshes keep dated versions, point `latest` at the newest and prune the oldest
-    assert all(p["versioned"] and p["keep_versions"] >= 1 for p in deployed.values())
+    assert all(p["output"]["versioned"] and p["output"]["keep_versions"] >= 1 for p in deployed.values())

@@ -208,3 +208,52 @@ def test_a_target_out_of_reach_stops_after_max_rounds_and_says_why(tmp_path, fak
     summary = instruct(**{**SMALL, "num_evolutions": 0}, max_rounds=2, output_dir=tmp_path / "out")
     assert summary["rows"] == 0 and summary["rounds"] == 2
     assert "Reached 0 of 18 rows after 2 round(s)" in caplog.text and "needs_context" in caplog.text
+
+
+def task_runs_of(flow_run_id, until: str, timeout: float = 60) -> list:
+    """The flow run's task runs as the API records them (the server writes them from events, so
+    poll until the last one, named `until`-something, is there)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            if any(r.name.startswith(until) for r in runs) or time.monotonic() > deadline:
+                return runs
+
+
+def test_the_run_graph_joins_each_stage_to_the_batches_it_consumed(tmp_path, fake):
+    state = instruct(
+        **{**SMALL, "num_evolutions": 1},
+        batch_size=4,
+        max_rounds=1,
+        output_dir=tmp_path / "out",
+        return_state=True,
+    )
+    runs = task_runs_of(state.state_details.flow_run_id, until="save_dataset")
+    by_id = {r.id: r for r in runs}
+
+    def upstream(run) -> set[str]:
+        return {by_id[i.id].name for i in run.task_inputs.get("wait_for", [])}
+
+    stage = {
+        s: [r for r in runs if r.name.startswith(s + "[")]
+        for s in ("self_instruct", "evol_instruct", "respond")
+    }
+    # 6 passages in batches of 4: two SelfInstruct batches; their 3 queries per passage, 4 to a batch
+    assert sorted(r.name for r in stage["self_instruct"]) == ["self_instruct[0]", "self_instruct[1]"]
+    evolve = sorted(stage["evol_instruct"], key=lambda r: int(r.name.split("[")[1].rstrip("]")))
+    # each EvolInstruct batch waits on the SelfInstruct batch that wrote its queries: passages 1-4
+    # gave queries 1-12 (EvolInstruct batches 0-2), passages 5-6 queries 13-18 (batches 3-4)
+    first, second = {"self_instruct[0]"}, {"self_instruct[1]"}
+    assert [upstream(r) for r in evolve] == [first, first, first, second, second]
+    # responses hang from the evolutions they answer, the save from the responses
+    assert all(upstream(r) and upstream(r) <= {e.name for e in evolve} for r in stage["respond"])
+    (save,) = [r for r in runs if r.name.startswith("save_dataset")]
+    assert upstream(save) and upstream(save) <= {r.name for r in stage["respond"]}

@@ -8,6 +8,7 @@ import pytest
 from flows.instruct import check_inputs, instruct
 from tasks.data.recipe import RecipeError, load_recipe, rerun_parameters
 from tasks.pipeline.cli import main
+from tasks.pipeline.parameters import flat
 from tasks.templates import prompts
 from tasks.templates.prompt_overrides import load_overrides
 from tests.hub_server import FakeHub
@@ -25,7 +26,8 @@ def test_a_dataset_holds_the_recipe_of_its_run(tmp_path, fake):
     instruct(backend="fake", model="fake", num_instructions=2, output_dir=tmp_path / "out")
     recipe = json.loads((tmp_path / "out" / "recipe.json").read_text())
     assert recipe["flow"] == "instruct" and (recipe["model"], recipe["backend"]) == ("fake", "fake")
-    assert set(recipe["parameters"]) == set(inspect.signature(instruct.fn).parameters)
+    defaults = {name: p.default for name, p in inspect.signature(instruct.fn).parameters.items()}
+    assert set(recipe["parameters"]) == set(flat(defaults))  # a group's fields by name, as flags name them
     assert recipe["parameters"]["num_instructions"] == 2
     assert recipe["prompts"]["respond.jinja"] == prompts.source("respond.jinja")
     assert set(recipe["prompts"]) == set(prompts.shipped()) and recipe["instructforge_version"] != ""

@@ -13,14 +13,15 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from tasks.data.card import DEFAULT_LICENSE, public, render_card
-from tasks.data.dataset import check_output_dir, report_markdown, save_dataset, summarize, versioned_dir
-from tasks.data.hub import check_hub, dataset_url
+from tasks.data.dataset import report_markdown, save_dataset, summarize, versioned_dir
+from tasks.data.hub import dataset_url
 from tasks.data.hub import push_to_hub as push_task
 from tasks.data.recipe import build_recipe, write_recipe
 from tasks.data.schema import features_for
 from tasks.data.versions import point_latest, prune
 from tasks.pipeline.artifacts import publish_report
-from tasks.pipeline.batching import Ledger
+from tasks.pipeline.batching import Ledger, upstream
+from tasks.pipeline.parameters import Output, flat
 from tasks.quality.metrics import quality_metrics
 from tasks.templates.prompt_overrides import describe
 
@@ -37,16 +38,8 @@ def keep_versions(version: Path, rows: int, keep: int | None) -> None:
 def run_name() -> str:
     """A flow run's name: the flow, its output directory's name and its start time (UTC), so runs
     into different directories, or at different times, tell apart in the UI."""
-    output = Path(str((flow_run.parameters or {}).get("output_dir") or "output")).name
+    output = Path(str(flat(flow_run.parameters or {}).get("output_dir") or "output")).name
     return f"{flow_run.flow_name}-{output}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
-
-
-def check_destination(output_dir: Path, versioned: bool = False, push_to_hub: str | None = None) -> None:
-    """Before any model call: the output directory can take the dataset, and a push has a token
-    that the Hub accepts and that may write to the repository."""
-    check_output_dir(output_dir, versioned)
-    if push_to_hub:
-        check_hub(push_to_hub)
 
 
 def publish(
@@ -54,35 +47,35 @@ def publish(
     rows: list[dict[str, Any]],
     ledger: Ledger,
     seeds: int,
-    output_dir: Path,
-    push_to_hub: str | None = None,
-    private: bool = True,
-    versioned: bool = False,
+    output: Output | Path | str,
     extra: dict[str, Any] | None = None,
     prompt_overrides: dict[str, str] | None = None,
-    license: str | None = None,
 ) -> dict[str, Any] | State:
-    """Save `rows` (and what `ledger` set aside) as the run's dataset; returns the summary, with
-    `extra` (flow-specific facts) and the `prompt_overrides` the run rendered with added to it.
-    The card's `license` defaults to the flow's `license` parameter, else "other". A push the Hub
-    refused gives a Failed state that carries the summary, with `hub_error` added."""
+    """Save `rows` (and what `ledger` set aside) as the run's dataset where `output` says (the
+    flow's output group, or just a directory: then the card's licence is the flow's `license`
+    parameter, else "other"); returns the summary, with `extra` (flow-specific facts) and the
+    `prompt_overrides` the run rendered with added to it. A push the Hub refused gives a Failed
+    state that carries the summary, with `hub_error` added."""
     logger = get_run_logger()
-    parameters = dict(flow_run.parameters or {})
-    license = license or parameters.get("license") or DEFAULT_LICENSE
+    parameters = flat(flow_run.parameters or {})  # as the flags name them
+    if not isinstance(output, Output):
+        output = Output(output_dir=Path(output), license=parameters.get("license") or DEFAULT_LICENSE)
+    license, push_to_hub = output.license or DEFAULT_LICENSE, output.push_to_hub
     summary = {"flow": flow, **summarize(rows, ledger, seeds), **(extra or {})}
     summary["quality"] = quality_metrics(rows, evolved="evol_instruct" in summary["techniques"])
     summary["prompt_overrides"] = describe(prompt_overrides or {})
     # for tasks.compare; pushed with the data, so without local paths
     summary["parameters"] = json.loads(json.dumps(public(parameters), default=str))
-    target = versioned_dir(output_dir) if versioned else Path(output_dir)
+    target = versioned_dir(output.output_dir) if output.versioned else Path(output.output_dir)
     card = render_card(flow, parameters, summary, rows, features_for(flow, rows), license)
     logger.info("Saving %d rows to %s", len(rows), target)
-    path = save_dataset(rows, ledger.drops, ledger.failures, summary, target, card)
+    # The save waits on (and the run graph joins it to) the task runs that wrote the rows.
+    path = save_dataset(rows, ledger.drops, ledger.failures, summary, target, card, wait_for=upstream(rows))
     write_recipe(path, build_recipe(flow, parameters, prompt_overrides or {}))  # to rerun it
     publish_report(flow, rows, summary, report_markdown(summary))
-    if versioned and path == target:
-        keep_versions(path, len(rows), parameters.get("keep_versions"))
-    pushed = push_task(path, push_to_hub, private, return_state=True) if push_to_hub else None
+    if output.versioned and path == target:
+        keep_versions(path, len(rows), output.keep_versions)
+    pushed = push_task(path, push_to_hub, output.private, return_state=True) if push_to_hub else None
     if pushed and pushed.is_completed():
         summary["hub_commit"] = pushed.result()
         summary["hub_url"] = dataset_url(push_to_hub)

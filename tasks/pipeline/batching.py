@@ -8,15 +8,23 @@ stored under the batch's own cache key, so the next run calls the model only for
 failed alone, not for the whole batch again. Each stage shows its progress
 in rows with the time left (`tasks/pipeline/progress.py`): a bar on a terminal, a log line per finished
 batch otherwise, and a progress artifact in the UI.
+
+Each batch waits on the task runs that wrote its rows (`wait_for`, by row id): the results pass
+through the flow as plain values, so this is what gives Prefect the edges of the run graph (each
+EvolInstruct batch hangs from the SelfInstruct batches it rewrites, each response batch from those,
+the save from the responses). Those runs are finished by then, so nothing waits, and `wait_for` is no
+task input: the cache key is unchanged.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
-from prefect import Task, unmapped
+from prefect import Task
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed, wait
 
 from tasks.pipeline import usage
@@ -29,10 +37,50 @@ def chunk(rows: Sequence[Row], size: int) -> list[list[Row]]:
     return [list(rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
+# The task run (future) that wrote each row of the current flow run, by row id: (run id, writers).
+_writers: ContextVar[tuple[Any, dict[str, PrefectFuture]] | None] = ContextVar("writers", default=None)
+
+
+def _writers_of_run() -> dict[str, PrefectFuture]:
+    context = FlowRunContext.get()
+    run = context.flow_run.id if context and context.flow_run else None
+    current = _writers.get()
+    if current is None or current[0] != run:  # a new flow run starts a new record
+        current = (run, {})
+        _writers.set(current)
+    return current[1]
+
+
+def _record(rows: Sequence[Row], future: PrefectFuture) -> None:
+    writers = _writers_of_run()
+    for row in rows:
+        if "id" in row:
+            writers[row["id"]] = future
+
+
+def upstream(rows: Sequence[Row]) -> list[PrefectFuture]:
+    """The task runs that wrote `rows` in this flow run, each once: what a task over them waits on."""
+    writers = _writers_of_run()
+    found = {id(f): f for row in rows if (f := writers.get(row.get("id"))) is not None}
+    return list(found.values())
+
+
+def run_batch(task: Task, rows: list[Row], batch_index: int, **params: Any) -> dict:
+    """One run of `task(rows, batch_index=..., **params)` after the task runs that wrote `rows`; its
+    result, whose rows are then recorded as written by it. Raises what the task raised."""
+    future = task.submit(rows, batch_index=batch_index, **params, wait_for=upstream(rows))
+    result = future.result()
+    _record(result["rows"], future)
+    return result
+
+
 def _submit(
     task: Task, batches: list[list[Row]], names: list[str], params: dict, tokens: usage.StageTokens
 ) -> list[PrefectFuture]:
-    futures = task.map(batches, batch_index=names, **{k: unmapped(v) for k, v in params.items()})
+    futures = [
+        task.submit(batch, batch_index=name, **params, wait_for=upstream(batch))
+        for batch, name in zip(batches, names)
+    ]
     # Every batch ends before any result is read, so no finished work is thrown away. Progress
     # counts rows, so one batch of many rows is not shown as 0/1 then 1/1.
     rows_in = {id(future): len(batch) for future, batch in zip(futures, batches)}
@@ -72,6 +120,7 @@ def _rescue(
     for j, single in zip(todo, _submit(task, [[batch[j]] for j in todo], names, params, tokens)):
         if (error := _error(single)) is None:
             parts[j] = single.result()
+            _record(parts[j]["rows"], single)
         else:
             parts[j] = failure(task.name, batch[j], error)
     return parts
@@ -117,12 +166,16 @@ def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any)
     for index, (batch, future) in enumerate(zip(batches, futures)):
         result = future.result() if _error(future) is None else None
         if result is not None and "parts" not in result:
+            _record(result["rows"], future)
             out["rows"] += result["rows"]
             out["drops"] += result["drops"]
             continue
         # Isolate: each row alone (with its own retries), so one bad row cannot sink the batch; a
         # batch rescued before holds the rows that already succeeded alone.
         parts = result["parts"] if result else [None] * len(batch)
+        for part in parts:
+            if part and "rows" in part:
+                _record(part["rows"], future)
         parts = _rescue(task, batch, index, params, parts, tokens)
         _remember(task, batch, index, params, parts)
         for part in parts:

@@ -1,10 +1,11 @@
 """A command line for any flow, built from the flow's own parameter schema (the one Prefect shows
-in its UI), so flags mirror the parameters in kebab-case and never drift from them."""
+in its UI), so flags mirror the parameters in kebab-case and never drift from them. A grouped
+parameter (tasks/pipeline/parameters.py) gives one flag per field, flat: `--temperature`, not
+`--sampling`; its default is the flow's."""
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from collections.abc import Callable
@@ -19,8 +20,10 @@ from tasks.data import recipe
 from tasks.data.dataset import OutputDirError
 from tasks.data.seeds import SeedError
 from tasks.pipeline import plan, usage
+from tasks.pipeline.parameters import checked, flat
 from tasks.pipeline.runners import with_task_runner
 from tasks.pipeline.server import with_run_hygiene
+from tasks.pipeline.settings import project_settings
 
 _TYPES = {"integer": int, "number": float, "string": str}
 _BOUNDS = (
@@ -64,22 +67,44 @@ def _kind(prop: dict[str, Any]) -> dict[str, Any]:
     return {**prop, **options[0]} if options else prop
 
 
+def _fields(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any], str | None]]:
+    """Every flag's (name, schema, group title): a parameter's own, or each field of a grouped
+    parameter, with the parameter's default for it and the group's description as its title."""
+    out = []
+    for name, prop in schema["properties"].items():
+        ref = prop.get("$ref", "").rsplit("/", 1)[-1]
+        group = schema.get("definitions", {}).get(ref)
+        if group is None:
+            out.append((name, prop, None))
+            continue
+        title = group.get("description", name).rstrip(".")
+        title = title[:1].lower() + title[1:]
+        for field, sub in group["properties"].items():
+            default = prop.get("default", {}).get(field, sub.get("default"))
+            out.append((field, {**sub, "default": default}, title))
+    return out
+
+
 def build_parser(flow: Flow) -> argparse.ArgumentParser:
     schema = parameter_schema(flow.fn).model_dump()
     parser = _Parser(
         description=(flow.description or "").split("\n\n")[0],
         argument_default=argparse.SUPPRESS,  # only flags given on the command line are passed
     )
-    for name, prop in schema["properties"].items():
+    sections: dict[str | None, Any] = {None: parser}
+    for name, prop, title in _fields(schema):
+        if title not in sections:
+            sections[title] = parser.add_argument_group(title)
+        section = sections[title]
         kind = _kind(prop)
         default = prop.get("default")
         help_text = f"{prop.get('description', '')} (default: {json.dumps(default)})"
         flag = "--" + name.replace("_", "-")
         if kind.get("type") == "boolean":
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+            section.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
         elif kind.get("type") == "array":
             items = kind.get("items", {})
-            parser.add_argument(  # `--x a b` and `--x a --x b` both give [a, b]
+            section.add_argument(  # `--x a b` and `--x a --x b` both give [a, b]
                 flag,
                 dest=name,
                 action="extend",
@@ -89,7 +114,7 @@ def build_parser(flow: Flow) -> argparse.ArgumentParser:
                 help=help_text,
             )
         else:
-            parser.add_argument(
+            section.add_argument(
                 flag,
                 dest=name,
                 choices=kind.get("enum"),
@@ -136,14 +161,6 @@ def print_summary(result: dict[str, Any]) -> None:
         print(f"On the Hub: {result['hub_url']}")
 
 
-def _defaults(flow: Flow) -> dict[str, Any]:
-    return {
-        name: p.default
-        for name, p in inspect.signature(flow.fn).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-
-
 def _fail(err: Exception) -> None:
     # One line, even when a library's message (pydantic's, transformers') spans several.
     print("error: " + " ".join(str(err).split()), file=sys.stderr)
@@ -153,28 +170,27 @@ def _fail(err: Exception) -> None:
 def main(
     flow: Flow, argv: list[str] | None = None, preflight: Callable[..., Any] | None = None
 ) -> dict[str, Any]:
-    """Parse flags, validate them and run `preflight` (the flow's input checks) before the flow
-    starts, so bad input ends with one clear line instead of a failed run's traceback."""
+    """Parse flags, validate them and run `preflight` (the flow's input checks, called with every
+    parameter) before the flow starts, so bad input ends with one clear line instead of a failed
+    run's traceback; the run reuses what it returned (tasks/pipeline/parameters.py `inputs`)."""
     args = vars(build_parser(flow).parse_args(argv))
     runner = {k: args.pop(k) for k in ("dask_address", "dask_workers") if k in args}
     dry_run, source = args.pop("dry_run", False), args.pop("recipe", None)
-    try:
-        if source:  # the recipe's parameters, under the flags given beside it
-            args = {**recipe.rerun_parameters(recipe.load_recipe(source), flow.name), **args}
-        flow = with_task_runner(flow, **runner)
-        params = {**_defaults(flow), **flow.validate_parameters(args)}
-        inputs = None
-        if preflight:
-            wanted = inspect.signature(preflight).parameters
-            inputs = preflight(**{k: v for k, v in params.items() if k in wanted})
-        lines = _plan(flow.name, params, inputs, fresh=dry_run)
-    except (ParameterTypeError, SeedError, OutputDirError, ValueError) as err:
-        _fail(err)
-    print("\n".join(lines), flush=True)
-    if dry_run:
-        print("Dry run: nothing was generated or written.")
-        return {"plan": lines}
-    state = with_run_hygiene(flow)(**args, return_state=True)
+    with project_settings():
+        try:
+            if source:  # the recipe's parameters, under the flags given beside it
+                args = {**recipe.rerun_parameters(recipe.load_recipe(source), flow.name), **args}
+            flow = with_task_runner(flow, **runner)
+            params = flow.validate_parameters(args)  # every parameter, groups whole
+            inputs = checked(preflight, params) if preflight else None
+            lines = _plan(flow.name, flat(params), inputs, fresh=dry_run)
+        except (ParameterTypeError, SeedError, OutputDirError, ValueError) as err:
+            _fail(err)
+        print("\n".join(lines), flush=True)
+        if dry_run:
+            print("Dry run: nothing was generated or written.")
+            return {"plan": lines}
+        state = with_run_hygiene(flow)(**args, return_state=True)
     result = state.result(raise_on_failure=False)
     if not isinstance(result, dict):
         state.result()  # the flow's own error, raised as a direct call would
