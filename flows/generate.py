@@ -6,13 +6,20 @@ Run `python flows/generate.py --help` for the parameters (the flow's own, in keb
 
 from pathlib import Path
 
-from prefect import get_run_logger
-
 from tasks.data.publish import publish
 from tasks.data.seeds import load_texts
 from tasks.generate import check_step, generate_text
 from tasks.pipeline.batching import Ledger, map_batches
-from tasks.pipeline.parameters import Batching, Model, Output, Positive, Sampling, grouped_flow, inputs
+from tasks.pipeline.parameters import (
+    Batching,
+    Model,
+    Output,
+    Positive,
+    Sampling,
+    get_run_logger,
+    grouped_flow,
+    inputs,
+)
 from tasks.pipeline.targets import shortfall_message
 from tasks.respond import CHECKS as RESPONSE_CHECKS
 from tasks.rows import drop_duplicates

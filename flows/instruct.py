@@ -6,8 +6,6 @@ Run `python flows/instruct.py --help` for the parameters (the flow's own, in keb
 from pathlib import Path
 from typing import Literal
 
-from prefect import get_run_logger
-
 from tasks.backends import GenerationParams
 from tasks.data.publish import publish
 from tasks.data.seeds import load_seeds
@@ -23,6 +21,7 @@ from tasks.pipeline.parameters import (
     Output,
     Positive,
     Sampling,
+    get_run_logger,
     grouped_flow,
     inputs,
 )

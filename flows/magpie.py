@@ -6,13 +6,20 @@ Run `python flows/magpie.py --help` for the parameters (the flow's own, in kebab
 
 from pathlib import Path
 
-from prefect import get_run_logger
-
 from tasks.data.publish import publish
 from tasks.magpie import generate_conversations, pre_query_template
 from tasks.magpie_rows import magpie_rows, options, parse_spec
 from tasks.pipeline.batching import Ledger, map_batches
-from tasks.pipeline.parameters import Batching, Model, Output, Positive, Sampling, grouped_flow, inputs
+from tasks.pipeline.parameters import (
+    Batching,
+    Model,
+    Output,
+    Positive,
+    Sampling,
+    get_run_logger,
+    grouped_flow,
+    inputs,
+)
 from tasks.pipeline.targets import next_count, shortfall_message, take_first
 from tasks.rows import drop_duplicates
 from tasks.templates.chat_templates import ChatTemplate, chat_template_for

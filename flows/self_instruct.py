@@ -6,8 +6,6 @@ Run `python flows/self_instruct.py --help` for the parameters (the flow's own, i
 
 from pathlib import Path
 
-from prefect import get_run_logger
-
 from tasks.data.publish import publish
 from tasks.data.seed_tasks import load_seed_tasks
 from tasks.pipeline.batching import Ledger, map_batches, run_batch
@@ -19,6 +17,7 @@ from tasks.pipeline.parameters import (
     Output,
     Positive,
     Sampling,
+    get_run_logger,
     grouped_flow,
     inputs,
 )

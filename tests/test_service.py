@@ -31,7 +31,8 @@ def test_runs_into_different_directories_have_different_names(tmp_path, fake):
     assert names[0].rsplit("-", 1)[1].endswith("Z")  # the start time, in UTC
 
 
-IMPORT = "import tasks, prefect; print('imported')"
+# What `python flows/instruct.py` imports first: the flow module, as written.
+IMPORT = "import flows.instruct; print('imported')"
 NOTICE = "Prefect collects anonymous usage data"
 
 

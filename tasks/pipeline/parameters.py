@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from prefect import Flow
+
+# Re-exported: flows take Prefect's run logger from here, so that their first import is of `tasks`
+# (whose defaults include DO_NOT_TRACK) and Prefect's first import shows no telemetry notice.
+from prefect import get_run_logger as get_run_logger
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, ConfigDict, Field
 
