@@ -8,31 +8,85 @@ stored under the batch's own cache key, so the next run calls the model only for
 failed alone, not for the whole batch again. Each stage shows its progress
 in rows with the time left (`tasks/pipeline/progress.py`): a bar on a terminal, a log line per finished
 batch otherwise, and a progress artifact in the UI.
+
+Rows in flight: a continuous-batching engine (the local `transformers` backend) gives a slot whose
+row ended to the next queued prompt at once, but a task run holds its thread until its batch's
+longest answer ends. With only as many rows in flight as the engine has slots (8 task runs of 32
+for 256 slots), nothing waits in the engine's queue and each freed slot stays empty until its
+whole batch is done: most answers are short, and nearly every batch of 32 holds one that runs to
+the token limit. So a stage on threads keeps `IN_FLIGHT_PER_SLOT` times the engine's slots in
+flight (a wider thread pool for that stage only); batches, their cache keys and every output stay
+as they were. Dask runs keep their own limits.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from prefect import Task, unmapped
+from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture, as_completed, wait
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from tasks.pipeline import usage
 from tasks.pipeline.progress import stage_progress
 
 Row = dict[str, Any]
+# Rows kept in flight per engine slot: a slot's worth generating, the rest queued to refill freed
+# slots. Twice the slots is not enough: a batch whose other rows ended still holds its thread (and
+# its share of the rows in flight) while its one long answer runs to the token limit.
+IN_FLIGHT_PER_SLOT = 3
 
 
 def chunk(rows: Sequence[Row], size: int) -> list[list[Row]]:
     return [list(rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
+def _engine_slots(params: dict) -> int:
+    """The decode slots of the stage's backend when it batches continuously (else 0)."""
+    backend, model = params.get("backend"), params.get("model")
+    if not (isinstance(backend, str) and isinstance(model, str)):
+        return 0
+    from tasks.backends import get_backend
+
+    engine = getattr(get_backend(backend, model), "engine", None)  # loaded already by the flow
+    return getattr(engine, "max_slots", 0) or 0
+
+
+@contextmanager
+def _runner(batch_size: int, params: dict) -> Iterator[TaskRunner]:
+    """The flow's task runner, or, for a thread pool too small to keep the engine's queue fed, a
+    wider thread pool for this stage (closed when the stage's futures have all ended)."""
+    context = FlowRunContext.get()
+    runner = getattr(context, "task_runner", None)
+    if runner is None:
+        raise RuntimeError("map_batches runs technique tasks inside a flow (call it from a @flow).")
+    # subtle: an exact type check; a subclass or Dask's runner sets its own concurrency (and a Dask
+    # run's model lives in its workers, not here).
+    threads = type(runner) is ThreadPoolTaskRunner
+    wanted = math.ceil(IN_FLIGHT_PER_SLOT * _engine_slots(params) / batch_size) if threads else 0
+    if wanted <= getattr(runner, "_max_workers", wanted):
+        yield runner
+        return
+    with ThreadPoolTaskRunner(max_workers=wanted) as wider:
+        yield wider
+
+
 def _submit(
-    task: Task, batches: list[list[Row]], names: list[str], params: dict, tokens: usage.StageTokens
+    runner: TaskRunner,
+    task: Task,
+    batches: list[list[Row]],
+    names: list[str],
+    params: dict,
+    tokens: usage.StageTokens,
 ) -> list[PrefectFuture]:
-    futures = task.map(batches, batch_index=names, **{k: unmapped(v) for k, v in params.items()})
+    rows = next(iter(inspect.signature(task.fn).parameters))
+    mapped = {rows: batches, "batch_index": names, **{k: unmapped(v) for k, v in params.items()}}
+    futures = list(runner.map(task, mapped))  # what `task.map` does, on the chosen runner
     # Every batch ends before any result is read, so no finished work is thrown away. Progress
     # counts rows, so one batch of many rows is not shown as 0/1 then 1/1.
     rows_in = {id(future): len(batch) for future, batch in zip(futures, batches)}
@@ -63,13 +117,20 @@ def failure(stage: str, row: Row, error: BaseException) -> dict[str, Any]:
 
 
 def _rescue(
-    task: Task, batch: list[Row], index: int, params: dict, parts: list, tokens: usage.StageTokens
+    runner: TaskRunner,
+    task: Task,
+    batch: list[Row],
+    index: int,
+    params: dict,
+    parts: list,
+    tokens: usage.StageTokens,
 ) -> list:
     """Run alone each row of `batch` whose part is None; its part becomes its result, or its
     failure record if it fails alone."""
     todo = [j for j, part in enumerate(parts) if part is None]
     names = [f"{index}.{j}" for j in todo]
-    for j, single in zip(todo, _submit(task, [[batch[j]] for j in todo], names, params, tokens)):
+    singles = _submit(runner, task, [[batch[j]] for j in todo], names, params, tokens)
+    for j, single in zip(todo, singles):
         if (error := _error(single)) is None:
             parts[j] = single.result()
         else:
@@ -113,7 +174,22 @@ def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any)
         return out
     tokens = usage.StageTokens(task.name, len(batches))
     out["usage"] = tokens.usage
-    futures = _submit(task, batches, [str(i) for i in range(len(batches))], params, tokens)
+    with _runner(batch_size, params) as runner:
+        futures = _submit(runner, task, batches, [str(i) for i in range(len(batches))], params, tokens)
+        _gather(runner, task, batches, futures, params, tokens, out)
+    return out
+
+
+def _gather(
+    runner: TaskRunner,
+    task: Task,
+    batches: list[list[Row]],
+    futures: list[PrefectFuture],
+    params: dict,
+    tokens: usage.StageTokens,
+    out: dict,
+) -> None:
+    """Add each batch's rows and drops to `out` in input order; rescue the batches that failed."""
     for index, (batch, future) in enumerate(zip(batches, futures)):
         result = future.result() if _error(future) is None else None
         if result is not None and "parts" not in result:
@@ -123,7 +199,7 @@ def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any)
         # Isolate: each row alone (with its own retries), so one bad row cannot sink the batch; a
         # batch rescued before holds the rows that already succeeded alone.
         parts = result["parts"] if result else [None] * len(batch)
-        parts = _rescue(task, batch, index, params, parts, tokens)
+        parts = _rescue(runner, task, batch, index, params, parts, tokens)
         _remember(task, batch, index, params, parts)
         for part in parts:
             if "rows" in part:
@@ -131,7 +207,6 @@ def map_batches(task: Task, rows: Sequence[Row], batch_size: int, **params: Any)
                 out["drops"] += part["drops"]
             else:
                 out["failures"].append(part)
-    return out
 
 
 class Ledger:

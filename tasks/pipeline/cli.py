@@ -20,7 +20,7 @@ from tasks.data.dataset import OutputDirError
 from tasks.data.seeds import SeedError
 from tasks.pipeline import plan, usage
 from tasks.pipeline.runners import with_task_runner
-from tasks.pipeline.server import with_run_hygiene
+from tasks.pipeline.server import local_server, with_run_hygiene
 
 _TYPES = {"integer": int, "number": float, "string": str}
 _BOUNDS = (
@@ -174,7 +174,8 @@ def main(
     if dry_run:
         print("Dry run: nothing was generated or written.")
         return {"plan": lines}
-    state = with_run_hygiene(flow)(**args, return_state=True)
+    with local_server():  # a running `prefect server start`, else Prefect's temporary server
+        state = with_run_hygiene(flow)(**args, return_state=True)
     result = state.result(raise_on_failure=False)
     if not isinstance(result, dict):
         state.result()  # the flow's own error, raised as a direct call would
