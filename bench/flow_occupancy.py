@@ -1,24 +1,25 @@
 """A flow's response stage against the bare engine, in one process: tokens/s and how full the decode
 batch stays.
 
-    python bench/flow_occupancy.py                        # 1,000 rows on the embedded model (~6 min)
+    python bench/flow_occupancy.py                        # 1,000 rows, embedded model (~8 min)
     python bench/flow_occupancy.py --rows 256 --max-new-tokens 64      # a quick look
     python bench/flow_occupancy.py --simulate             # a simulated engine: seconds, no model
 
-Three runs of the same response prompts, sampled as the flows sample: the bare engine (every prompt
-in one `generate` call, what the engine does at its best), then the response stage as a flow runs it
-(batches of 32 rows, each a Prefect task run through the real technique task, on a thread pool of 8
-like the flows'), first with only the flow's 8 task runs in flight (256 rows for 256 slots, as
-before `IN_FLIGHT_PER_SLOT`), then with `tasks/pipeline/batching.py`'s rows in flight; and the bare
-engine once more, to show the machine's drift. Each line gives completion tokens/s over the wall
-time and the decode batch's average rows per step; the flow lines also give their share of the bare
-engine's speed and whether every response is the one the other flow run wrote. The last line is
-one JSON object.
+The same response prompts (each instruction once, numbered; sampled as the flows sample) through the
+response stage as a flow runs it (batches of 32 rows, each a Prefect task run through the real
+technique task, on a thread pool of 8 like the flows'), once per `--per-slot` value (0: only the
+flow's 8 task runs in flight, as before `tasks/pipeline/batching.py`'s `IN_FLIGHT_PER_SLOT`; 3: its
+default), then through the bare engine (every prompt in one `generate` call, the engine at its
+best; `--again` adds one before the flows, to show the machine's drift). Each line gives completion
+tokens/s over the wall time, its share of the bare engine's, and the decode batch's average rows per
+step; then how many of the flows' first-draw responses are the bare engine's, word for word. The
+last line is one JSON object.
 
 `--simulate` replaces the model with a stand-in engine that sleeps for each decode step (0.1 s plus
 0.6 ms per row, times `--time-scale`) and each prefill, with the same 256 slots, the same refill
 rule, and answer lengths drawn like the embedded model's (most short, 6% running to the limit):
-a way to study occupancy in seconds. Its figures are the stand-in's, not the model's.
+a way to study occupancy in seconds where a step's cost is mostly fixed (decoding bound by memory,
+as on a GPU; on 2 CPU cores it grows with the rows). Its figures are the stand-in's, not the model's.
 """
 
 import os
