@@ -22,7 +22,7 @@ from tasks.data.seeds import SeedError
 from tasks.pipeline import plan, usage
 from tasks.pipeline.parameters import checked, flat
 from tasks.pipeline.runners import with_task_runner
-from tasks.pipeline.server import with_run_hygiene
+from tasks.pipeline.server import local_server, with_run_hygiene
 from tasks.pipeline.settings import project_settings
 
 _TYPES = {"integer": int, "number": float, "string": str}
@@ -190,7 +190,8 @@ def main(
         if dry_run:
             print("Dry run: nothing was generated or written.")
             return {"plan": lines}
-        state = with_run_hygiene(flow)(**args, return_state=True)
+        with local_server():  # a running `prefect server start`, else Prefect's temporary server
+            state = with_run_hygiene(flow)(**args, return_state=True)
     result = state.result(raise_on_failure=False)
     if not isinstance(result, dict):
         state.result()  # the flow's own error, raised as a direct call would
