@@ -44,14 +44,18 @@ class Request:
 class Engine:
     """Runs requests on a background thread; `submit` returns futures of (tokens, stopped)."""
 
-    def __init__(self, model, tokenizer, eos_ids: list[int], slots: int, refill: int) -> None:
-        self.net = SlotModel(model)
+    def __init__(
+        self, model, tokenizer, eos_ids: list[int], slots: int, refill: int, weights: str = "fp32"
+    ) -> None:
+        self.net = SlotModel(model, weights)
         self.tokenizer = tokenizer
         self.eos = set(eos_ids)
         self.slots = self.max_slots = slots
         self.refill = max(1, refill)
         self.vocab = model.config.vocab_size
         self.device = model.device
+        # the KV cache's memory, fixed now that the model is loaded (cache_size.engine_budget)
+        self.budget = cache_size.engine_budget(self.device, model.config, slots)
         cpu = self.device.type == "cpu"
         self.prefill_positions = prefill_runs.MOST_POSITIONS_CPU if cpu else prefill_runs.MOST_POSITIONS
         self.cache: SlotCache | None = None
@@ -234,7 +238,7 @@ class Engine:
             demand,
             self.cache.length if self.cache is not None else None,
             SlotCache.bytes_per_token(self.net.lm),
-            cache_size.budget(self.device),
+            self.budget,
             self.max_slots,
         )
         if self.cache is not None and self.cache.length == length and self.cache.slots >= want:
