@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: setup run test test-fast lint format bench clean
+.PHONY: setup run test test-fast lint format bench bench-sizes clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,9 +39,16 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# By hand, never in CI. llama_cpp.py needs a llama-server binary (on PATH or LLAMA_SERVER=...) and
+# otherwise says how to get one and skips. bench-sizes: five CPU-sized architectures, fp32 and bf16
+# (random weights, nothing downloaded; ~40 minutes on 2 cores, 21 GB of disk for the models).
 bench: setup
 	$(PY) bench/generation.py $(ARGS)
 	$(PY) bench/near_duplicates.py
+	$(PY) bench/llama_cpp.py
+
+bench-sizes: setup
+	$(PY) bench/sizes.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) output .pytest_cache

