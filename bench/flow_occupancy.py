@@ -23,7 +23,8 @@ as on a GPU; on 2 CPU cores it grows with the rows). Its figures are the stand-i
 
 import os
 
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+if __name__ == "__main__":  # run as a script; a test importing it keeps its own logging
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import tasks  # noqa: E402, F401  (first: Prefect defaults before prefect is imported)
 

@@ -30,7 +30,8 @@ The last line is one JSON object, for comparing runs over time.
 
 import os
 
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # task-run chatter would bury the table
+if __name__ == "__main__":  # run as a script; a test importing it keeps its own logging
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # task-run chatter would bury the table
 
 import tasks  # noqa: E402, F401  (first: Prefect defaults before prefect is imported)
 
@@ -50,7 +51,7 @@ from prefect_overhead import prefect_overhead  # noqa: E402
 from prompt_set import bench_prompts  # noqa: E402
 
 from tasks.backends import GenerationParams, get_backend
-from tasks.backends.embedded import EMBEDDED_MODEL  # noqa: E402
+from tasks.backends.embedded import EMBEDDED_MODEL, cache_root  # noqa: E402
 from tasks.backends.engine import kernels  # noqa: E402
 from tasks.backends.engine.matmul import onednn_available, pack, packed_linear  # noqa: E402
 from tasks.backends.engine.threads import on_own_thread  # noqa: E402
@@ -75,7 +76,7 @@ def matmul_peak(size: int = 1536, seconds: float = 2.0) -> dict[str, float]:
     if onednn_available():
         packed = pack(b.t())  # a @ b = F.linear(a, b.t())
         ways["onednn"] = lambda: packed_linear(a, packed)
-    lib = kernels.kernel()
+    lib = kernels.kernel(cache_root() / "kernels")  # the library the backend builds and caches
     if lib is not None and lib.linear_available():
         panels = kernels.linear_pack(lib, b.t())
         ways["kernel"] = lambda: kernels.linear(lib, a, panels, size)

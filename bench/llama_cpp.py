@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+if __name__ == "__main__":  # run as a script; a test importing it keeps its own logging
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import tasks  # noqa: E402, F401  (first: Prefect defaults before prefect is imported)
 
