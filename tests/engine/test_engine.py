@@ -269,7 +269,7 @@ def test_the_decode_layers_in_one_c_call_give_the_python_loops_logits_bit_for_bi
     import torch
 
     from tasks.backends.engine.decode import SlotCache
-    from tasks.backends.engine.scheduler import describe
+    from tasks.backends.engine.tier import describe
 
     net = small.engine.net
     if net.fused is None:

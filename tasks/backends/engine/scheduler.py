@@ -15,67 +15,21 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
 from tasks.backends.engine import cache_size, kernels, prefill_runs
 from tasks.backends.engine.decode import SlotCache, SlotModel
 from tasks.backends.engine.kernels import Hot, KeptPrefix
-from tasks.backends.engine.sampling import RowSampler, choose
+from tasks.backends.engine.requests import Output, Request, Rows
+from tasks.backends.engine.sampling import choose
 from tasks.backends.engine.threads import ThreadCounts
+from tasks.backends.engine.tier import describe
 
 log = logging.getLogger(__name__)
 _MIN_PREFIX = 8  # shorter shared prefixes are prefilled with the rest
 _CLOSE_WAIT_S = 30.0  # longest wait at exit for the decode thread to finish its step
-
-
-@dataclass
-class Request:
-    prompt: list[int]
-    max_new_tokens: int
-    sampler: RowSampler
-    stops: tuple[str, ...]
-    future: Future = field(default_factory=Future)
-    tokens: list[int] = field(default_factory=list)
-    stopped: bool = False
-    prefix: KeptPrefix | None = None  # the kept prefix its slot starts with
-    unwritten: int = 0  # its slot's first positions, never written (the prefix, read from `prefix`)
-
-
-class Output(NamedTuple):
-    """A finished request: its new tokens (no end-of-turn token) and whether a stop string ended it."""
-
-    tokens: list[int]
-    stopped: bool
-
-
-@dataclass
-class Rows:
-    """The running rows' decode inputs, in `Engine.running`'s order: each row's last chosen token
-    and its stored positions [rows], and (under a repetition penalty) the tokens its context holds
-    [rows, vocab] (else None)."""
-
-    tokens: torch.Tensor
-    lengths: torch.Tensor
-    seen: torch.Tensor | None
-
-
-def describe(net: SlotModel) -> str:
-    """The code paths the engine runs on this machine, in one line."""
-    where = f"{net.lm.device.type}, {str(net.lm.dtype).removeprefix('torch.')}"
-    if net.kernel is None:
-        steps = "attention and sampling in torch (no C kernels)"
-    else:
-        steps = "C kernels for attention, " + ("norms, " if net.norm_kernel else "") + "sampling"
-    linear = net.linear
-    products = "linear.c" if linear.kernel is not None else "oneDNN" if linear.packed else "F.linear"
-    if linear.bf16:
-        products += " (bf16 weights)"
-    fused = "; a step's layers in one C call" if net.fused is not None else ""
-    return f"Decode engine ({where}): {steps}; products through {products}{fused}."
 
 
 class Engine:
