@@ -92,6 +92,8 @@ def test_the_setting_and_other_dtypes_keep_the_plain_modules(layers, monkeypatch
         (84, 576, 576),
         (7, 1536, 1100),  # 18 panels: split by panel alone, the last one partial
         (300, 33, 64),  # an odd inner size
+        (13, 2500, 130),  # an inner size in slices (linear.c's `slice`), rows split between threads
+        (40, 4864, 896),  # Qwen2.5-0.5B's down projection: 4 slices, 14 panels
     ],
 )
 def test_kernel_rows_are_independent_of_the_batch_and_the_threads(use, rows, features, out_features):
@@ -167,3 +169,26 @@ def test_kernel_products_know_the_one_that_follows(use):
     with torch.inference_mode():
         got = projections(layers[2], projections(layers[1], projections(layers[0], x)))
         torch.testing.assert_close(got, layers[2](layers[1](layers[0](x))), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("features", [1024, 1025, 3000, 8960])
+@pytest.mark.parametrize("op", ["none", "swish", "mul", "add"])
+def test_kernel_in_slices_of_the_inner_size_gives_the_modules_results(use, features, op):
+    """A long inner size runs in slices (the rows' running sums kept between them); the result is
+    the product's, with the element-wise step after the last slice only, also where the output is
+    the residual it adds to (decode_layers.c adds the residual in place)."""
+    torch.manual_seed(features)
+    layer = torch.nn.Linear(features, 70, bias=True)
+    projections = use("kernel", [layer])
+    x, other = torch.randn(11, features), torch.randn(11, 70)
+    want = {"none": lambda y: y, "swish": F.silu, "mul": lambda y: y * other, "add": lambda y: other + y}[op]
+    with torch.inference_mode():
+        got = kernels.linear(projections.kernel, x, projections.packed[layer], 70, layer.bias, op, other)
+        torch.testing.assert_close(got, want(layer(x)), rtol=1e-4, atol=1e-4)
+        if op == "add":
+            residual = other.clone()  # out is other, as a decode step's residual add
+            failed = projections.kernel.linear(
+                x.data_ptr(), projections.packed[layer].data_ptr(), layer.bias.data_ptr(),
+                residual.data_ptr(), residual.data_ptr(), 11, features, 70, 3, 2, None, 0, 0,
+            )  # fmt: skip
+            assert failed == 0 and torch.equal(residual, got)

@@ -4,8 +4,9 @@
  * contiguous (the last one zero-padded), so the inner loop streams one panel from start to end.
  * Each panel is multiplied by every row of x, six rows at a time: 6 x 64 outputs held in 24 vector
  * registers, one broadcast of x and four loads of the panel per 24 multiply-adds. A panel (147 KB
- * at k = 576) stays in the core's L2 while all rows pass over it, so each weight is read from
- * memory once per call, and the next panel is prefetched while the current one is in use.
+ * at k = 576), or a slice of one where k is long (slice()), stays in the core's L2 while all rows
+ * pass over it, so each weight is read from memory once per call, and the next slice or panel is
+ * prefetched while the current one is in use.
  *
  * Why not oneDNN: at the decode step's shapes its products waited on memory. Every step reads all
  * the layer weights (420 MB for the 135M model), none of them still cached from the step before,
@@ -20,6 +21,7 @@
  * rows are split too, so neither thread waits on the other's extra panel.
  */
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "kernels.h"
 
@@ -49,6 +51,35 @@ int linear_available(void) { return 1; }
 
 #include "exp16.h"
 
+/* How many of k's inputs one pass over a panel takes. A panel whose k inputs make more than
+ * SLICE_BYTES (k > 1024 here) is used in slices of k: every row passes over one slice, then the
+ * next, so the slice stays in the core's L2 while all rows use it; a whole panel (2 MB at k = 8192,
+ * the MLP's down projection of a 1B model) would not, and each block of six rows would read it from
+ * memory again. The rows' running sums wait between slices in `partial_sums`, exactly (no rounding:
+ * the sum over k is still one accumulator in order, so results do not change). */
+#define SLICE_BYTES (256 * 1024)
+static int64_t slice(int64_t k) {
+    int64_t most = SLICE_BYTES / (PANEL * (int64_t)sizeof(float));
+    if (k <= most) return k;
+    int64_t slices = (k + most - 1) / most;
+    return ((k + slices - 1) / slices + 15) / 16 * 16;
+}
+
+/* This thread's buffer for `rows` rows' running sums of one panel (rows x 64), kept between calls
+ * (grown, never shrunk: a fresh buffer per call would be fresh pages, each a page fault); NULL if
+ * there is no memory for it. */
+static float *partial_sums(int64_t rows) {
+    static _Thread_local float *buffer = 0;
+    static _Thread_local int64_t held = 0;
+    if (rows > held) {
+        float *grown = aligned_alloc(64, (size_t)rows * PANEL * sizeof(float));
+        if (!grown) return 0;
+        free(buffer);
+        buffer = grown, held = rows;
+    }
+    return buffer;
+}
+
 /* The 16 outputs v of row `row`, columns col..col+15 (`mask`: those below n), finished and stored. */
 static inline void finish(__m512 v, float *out, const float *bias, const float *other, int64_t row,
                           int64_t col, int64_t n, __mmask16 mask, int op) {
@@ -70,13 +101,16 @@ static inline void finish(__m512 v, float *out, const float *bias, const float *
  * prefetches one line of `ahead` (this block's share of the next panel), when given: a decode
  * step's products ran faster with those than without, and at few rows faster with one every step
  * than every other step. (Prefetches never fault: past the end is harmless.) */
-static inline __attribute__((always_inline)) void block(int rows, const float *x, const float *panel,
-                                                        int64_t k, float *out, const float *bias,
-                                                        const float *other, int64_t row, int64_t col,
-                                                        int64_t n, int op, const float *ahead) {
+static inline __attribute__((always_inline)) void block(int rows, const float *x, int64_t stride,
+                                                        const float *panel, int64_t k, float *out,
+                                                        const float *bias, const float *other, int64_t row,
+                                                        int64_t col, int64_t n, int op, const float *ahead,
+                                                        float *partial, int first, int last) {
     __m512 acc[ROWS][4];
     for (int r = 0; r < rows; r++) {
-        for (int j = 0; j < 4; j++) acc[r][j] = _mm512_setzero_ps();
+        for (int j = 0; j < 4; j++)
+            acc[r][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(partial + (row + r) * PANEL + 16 * j);
+        if (!last) continue;
         for (int j = 0; j < 4; j++) { /* the block's outputs (and `other`), read while k runs */
             if (other) _mm_prefetch((const char *)(other + (row + r) * n + col + 16 * j), _MM_HINT_T0);
             _mm_prefetch((const char *)(out + (row + r) * n + col + 16 * j), _MM_HINT_T0);
@@ -88,12 +122,17 @@ static inline __attribute__((always_inline)) void block(int rows, const float *x
         __m512 w2 = _mm512_loadu_ps(w + 32), w3 = _mm512_loadu_ps(w + 48);
         if (ahead) _mm_prefetch((const char *)(ahead + i * 16), _MM_HINT_T1);
         for (int r = 0; r < rows; r++) {
-            __m512 a = _mm512_set1_ps(x[r * k + i]);
+            __m512 a = _mm512_set1_ps(x[r * stride + i]);
             acc[r][0] = _mm512_fmadd_ps(a, w0, acc[r][0]);
             acc[r][1] = _mm512_fmadd_ps(a, w1, acc[r][1]);
             acc[r][2] = _mm512_fmadd_ps(a, w2, acc[r][2]);
             acc[r][3] = _mm512_fmadd_ps(a, w3, acc[r][3]);
         }
+    }
+    if (!last) { /* the sums so far, exactly: the next slice of k goes on from them */
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < 4; j++) _mm512_storeu_ps(partial + (row + r) * PANEL + 16 * j, acc[r][j]);
+        return;
     }
     for (int j = 0; j < 4; j++) {
         int64_t c = col + 16 * j, left = n - c;
@@ -103,24 +142,34 @@ static inline __attribute__((always_inline)) void block(int rows, const float *x
     }
 }
 
-/* Rows [first, last) of x times panel p; `next` (or NULL) is the panel to prefetch meanwhile,
- * `lines` cache lines long. */
+/* Rows [first, last) of x times panel p, one slice of k at a time (slice()); `next` (or NULL) is
+ * the panel to prefetch meanwhile, `lines` cache lines long. Within a panel, each slice's share of
+ * the panel is prefetched while the slice before it is in use; during the last slice, `next`. */
 static void panel_rows(const float *x, const float *packed, float *out, const float *bias,
                        const float *other, int64_t first, int64_t last, int64_t k, int64_t n, int64_t p,
                        const float *next, int64_t lines, int op) {
     const float *panel = packed + p * k * PANEL;
-    int64_t share = k; /* lines prefetched per block */
-    for (int64_t row = first, b = 0; row < last; row += ROWS, b++) {
-        const float *ahead = next && b * share < lines ? next + b * share * 16 : 0;
-        const float *xr = x + row * k;
-        int64_t col = p * PANEL;
-        switch (last - row < ROWS ? last - row : ROWS) {
-        case 6: block(6, xr, panel, k, out, bias, other, row, col, n, op, ahead); break;
-        case 5: block(5, xr, panel, k, out, bias, other, row, col, n, op, ahead); break;
-        case 4: block(4, xr, panel, k, out, bias, other, row, col, n, op, ahead); break;
-        case 3: block(3, xr, panel, k, out, bias, other, row, col, n, op, ahead); break;
-        case 2: block(2, xr, panel, k, out, bias, other, row, col, n, op, ahead); break;
-        default: block(1, xr, panel, k, out, bias, other, row, col, n, op, ahead); break;
+    int64_t step = slice(k);
+    float *partial = step < k ? partial_sums(last) : 0;
+    if (step < k && !partial) step = k; /* no memory for the partial sums: the panel whole */
+    for (int64_t start = 0; start < k; start += step) {
+        int64_t len = k - start < step ? k - start : step;
+        int is_last = start + len >= k;
+        const float *to = is_last ? next : panel + (start + len) * PANEL; /* prefetched meanwhile */
+        int64_t to_lines = is_last ? lines : (k - start - len < step ? k - start - len : step) * PANEL / 16;
+        for (int64_t row = first, b = 0; row < last; row += ROWS, b++) {
+            const float *ahead = to && b * len < to_lines ? to + b * len * 16 : 0;
+            const float *xr = x + row * k + start, *pw = panel + start * PANEL;
+            int64_t col = p * PANEL;
+            int f = start == 0;
+            switch (last - row < ROWS ? last - row : ROWS) {
+            case 6: block(6, xr, k, pw, len, out, bias, other, row, col, n, op, ahead, partial, f, is_last); break;
+            case 5: block(5, xr, k, pw, len, out, bias, other, row, col, n, op, ahead, partial, f, is_last); break;
+            case 4: block(4, xr, k, pw, len, out, bias, other, row, col, n, op, ahead, partial, f, is_last); break;
+            case 3: block(3, xr, k, pw, len, out, bias, other, row, col, n, op, ahead, partial, f, is_last); break;
+            case 2: block(2, xr, k, pw, len, out, bias, other, row, col, n, op, ahead, partial, f, is_last); break;
+            default: block(1, xr, k, pw, len, out, bias, other, row, col, n, op, ahead, partial, f, is_last); break;
+            }
         }
     }
 }
