@@ -7,9 +7,11 @@ Needs a `llama-server` binary: on PATH, or named by LLAMA_SERVER=/path/to/llama-
 it says how to get one and exits (status 0). The model (the embedded one, or a random-weight model
 of bench/random_models.py) is written as a GGUF by `write_gguf` with the `gguf` package, unquantized
 so both sides compute the same thing: F32 against our fp32 engine, BF16 against our bf16 weights
-(--dtype). The server runs with one slot per prompt (`--parallel`), greedy; each prompt is sent as
-its token ids (the same ids our engine gets), all at once, and tokens/s is counted on both sides as
-generated tokens over wall time. It prints both rates and their ratio; the last line is JSON.
+(--dtype). The server runs at each of --slots parallel slot counts (`--parallel`; by default 32, 64
+and one slot per prompt), greedy; each prompt is sent as its token ids (the same ids our engine
+gets), all at once, and tokens/s is counted on both sides as generated tokens over wall time. It
+prints each rate, how many prompts' greedy tokens equal ours (a check that both compute the same
+model), and our rate over llama.cpp's best; the last line is JSON.
 """
 
 from __future__ import annotations
@@ -219,9 +221,12 @@ def post(url: str, body: dict, timeout: float = 3600) -> dict:
         return json.load(response)
 
 
-def llama_cpp_rate(command: list[str], port: int, ids: list[list[int]], new_tokens: int) -> tuple[float, int]:
-    """Tokens/s and tokens of llama-server on `ids` all at once (greedy), timed from the first
-    request to the last answer, after the server is up and has run one warm-up request."""
+def llama_cpp_rate(
+    command: list[str], port: int, ids: list[list[int]], new_tokens: int
+) -> tuple[float, list[list[int]]]:
+    """Tokens/s and the generated token ids of llama-server on `ids`, all sent at once (greedy; the
+    server queues what its slots cannot take), timed from the first request to the last answer,
+    after the server is up and has run one warm-up request."""
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -240,18 +245,39 @@ def llama_cpp_rate(command: list[str], port: int, ids: list[list[int]], new_toke
                     raise
             time.sleep(1)
 
-        def complete(prompt: list[int], n: int = new_tokens) -> int:
-            body = {"prompt": prompt, "n_predict": n, "temperature": 0.0, "top_k": 1, "cache_prompt": False}
-            return int(post(base + "/completion", body)["tokens_predicted"])
+        def complete(prompt: list[int], n: int = new_tokens) -> list[int]:
+            body = {
+                "prompt": prompt,
+                "n_predict": n,
+                "temperature": 0.0,
+                "top_k": 1,
+                "cache_prompt": False,
+                "return_tokens": True,
+            }
+            return [int(t) for t in post(base + "/completion", body)["tokens"]]
 
         complete(ids[0], 4)  # warm-up
         start = time.perf_counter()
         with ThreadPoolExecutor(len(ids)) as pool:
-            tokens = sum(pool.map(complete, ids))
-        return tokens / (time.perf_counter() - start), tokens
+            outputs = list(pool.map(complete, ids))
+        return sum(map(len, outputs)) / (time.perf_counter() - start), outputs
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def same_tokens(ours: list[list[int]], theirs: list[list[int]], ends: set[int]) -> tuple[int, list[int]]:
+    """How many rows generated the same token ids (an end-of-turn token aside: our engine does not
+    return it), and the first position where each other row differs."""
+    same, where = 0, []
+    for a, b in zip(ours, theirs):
+        b = b[:-1] if b and b[-1] in ends else b
+        at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+        if at is None and len(a) == len(b):
+            same += 1
+        else:
+            where.append(at if at is not None else min(len(a), len(b)))
+    return same, sorted(where)
 
 
 def main() -> None:
@@ -271,6 +297,9 @@ def main() -> None:
     )
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument(
+        "--slots", type=int, nargs="+", help="llama-server's parallel slot counts (default 32, 64, --prompts)"
+    )
     args = parser.parse_args()
     binary = find_server()
     if binary is None:
@@ -286,26 +315,37 @@ def main() -> None:
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
     engine_tokens(backend, ids[:2], params.model_copy(update={"max_new_tokens": 4}))  # warm up
     ours, outputs = engine_tokens(backend, ids, params)
+    ends = set(backend.eos_ids)
     release(backend)
     del backend
     threads = torch.get_num_threads()
+    slot_counts = sorted({n for n in (args.slots or [32, 64, len(ids)]) if n <= len(ids)} or {len(ids)})
+    rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
         gguf_path = write_gguf(
             model, Path(path), Path(tmp) / f"model-{GGUF_TYPES[args.dtype]}.gguf", args.dtype
         )
         del model
-        port = free_port()
         slot_tokens = max(map(len, ids)) + args.max_new_tokens + 16
-        command = server_command(binary, gguf_path, len(ids), slot_tokens, port, threads)
-        theirs, tokens = llama_cpp_rate(command, port, ids, args.max_new_tokens)
+        for slots in slot_counts:
+            port = free_port()
+            command = server_command(binary, gguf_path, slots, slot_tokens, port, threads)
+            rates[slots], theirs = llama_cpp_rate(command, port, ids, args.max_new_tokens)
+            same, where = same_tokens(outputs, theirs, ends)
+            print(f"llama.cpp, {slots} slots: {rates[slots]:.1f} tok/s ({sum(map(len, theirs))} tokens); "
+                  f"greedy tokens equal ours on {same}/{len(ids)} prompts, the others first differ at "
+                  f"tokens {where}", flush=True)  # fmt: skip
+    best = max(rates, key=rates.get)
     print(f"model {args.model} ({GGUF_TYPES[args.dtype]} GGUF against our {ours_dtype}), {len(ids)} prompts, "
           f"up to {args.max_new_tokens} tokens each, greedy, {threads} threads")  # fmt: skip
     print(f"ours       {ours:8.1f} tok/s  ({sum(map(len, outputs))} tokens)")
-    print(f"llama.cpp  {theirs:8.1f} tok/s  ({tokens} tokens; {' '.join(command[1:])})")
-    print(f"ours / llama.cpp = {ours / theirs:.2f}")
-    print(json.dumps({"model": args.model, "dtype": args.dtype, "ours_tok_s": round(ours, 1),
-                      "llama_cpp_tok_s": round(theirs, 1), "ratio": round(ours / theirs, 2)}))  # fmt: skip
+    print(f"llama.cpp  {rates[best]:8.1f} tok/s  (its best slot count, {best}, of {slot_counts})")
+    print(f"ours / llama.cpp = {ours / rates[best]:.2f}")
+    print(json.dumps({"model": args.model, "dtype": args.dtype, "prompts": len(ids),
+                      "max_new_tokens": args.max_new_tokens, "ours_tok_s": round(ours, 1),
+                      "llama_cpp_tok_s": {n: round(r, 1) for n, r in rates.items()},
+                      "ratio_to_best": round(ours / rates[best], 2)}))  # fmt: skip
 
 
 if __name__ == "__main__":
