@@ -137,10 +137,6 @@ def run_model(name: str, prompts: int, new_tokens: int, naive_prompts: int) -> d
     fp32 = TransformersBackend(path, batch_size=prompts, dtype="fp32")
     chats = bench_prompts(prompts)
     ids = [fp32.tokenizer(fp32.render(p), add_special_tokens=False)["input_ids"] for p in chats]
-    # the cache's length, as the engine allocates it (cache_size.plan)
-    length = max(
-        -(-(max(map(len, ids)) + new_tokens) // cache_size.ALIGN) * cache_size.ALIGN, cache_size.FIRST_LENGTH
-    )
     naive_tok_s, texts = on_own_thread(naive, fp32, chats[:naive_prompts], params)
     engine_tokens(fp32, ids[:2], params.model_copy(update={"max_new_tokens": 4}))  # warm up
     fp32_tok_s, fp32_out = engine_tokens(fp32, ids, params)
@@ -151,6 +147,7 @@ def run_model(name: str, prompts: int, new_tokens: int, naive_prompts: int) -> d
         "fp32_of_torch_ceiling": round(fp32_tok_s * 2 * count / peaks["torch"] / 1e9, 3),
         "fp32_speedup": round(fp32_tok_s / naive_tok_s, 1),
         "fp32_slots": fp32.engine.slots,
+        "cache_length": fp32.engine.cache.length,  # as the engine allocated it (cache_size.plan)
         "fp32_peak_rss_mb": round(peak_mb()),
     }
     print(
@@ -191,6 +188,7 @@ def run_model(name: str, prompts: int, new_tokens: int, naive_prompts: int) -> d
         release(bf16)
     else:
         row["bf16"] = refusal
+    length = row["cache_length"]
     row["largest_slots_fp32"] = cache_size.largest_slots(config, length, "fp32", available)
     row["largest_slots_bf16"] = cache_size.largest_slots(config, length, "bf16", available)
     row["available_gb"] = round(available / 2**30, 1)

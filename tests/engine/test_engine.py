@@ -261,6 +261,10 @@ def test_the_cache_grows_in_steps_within_its_memory_budget():
     # a longer request: the next multiple of 128 tokens, and only the slots the budget holds
     assert cache_size.plan(600, 100, 512, mb, 640 * 10 * mb, 256) == (640, 10)
     assert cache_size.plan(600, 100, 512, mb, 1, 256) == (640, 1)  # never none
+    # memory, not demand, caps the slots: rows as long as the requests need, so more of them fit
+    assert cache_size.plan(100, 100, None, mb, 512 * 64 * mb, 256) == (128, 128)
+    assert cache_size.plan(300, 256, None, mb, 512 * 64 * mb, 256) == (384, 85)
+    assert cache_size.plan(100, 40, None, mb, 512 * 64 * mb, 256) == (512, 64)  # 512 holds them all
 
 
 def test_the_decode_layers_in_one_c_call_give_the_python_loops_logits_bit_for_bit(small):

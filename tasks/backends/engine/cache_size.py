@@ -57,13 +57,22 @@ def engine_budget(device: torch.device, config, slots: int) -> float:
 def plan(need: int, demand: int, length: int | None, per_token: int, budget: float, most: int) -> Size:
     """The length and slot count of a cache with at least `need` tokens per slot (the current
     `length`, if there is a cache and it is long enough; else a multiple of ALIGN, at least
-    FIRST_LENGTH) and slots for `demand` sequences, rounded up to a power of two, at least
-    MIN_SLOTS, at most `most` and at most what `budget` bytes hold at `per_token` bytes per token
-    (but one)."""
+    FIRST_LENGTH, unless the budget then holds fewer slots than wanted and the shorter length
+    more) and slots for `demand` sequences, rounded up to a power of two, at least MIN_SLOTS, at
+    most `most` and at most what `budget` bytes hold at `per_token` bytes per token (but one)."""
+    wanted = min(most, max(MIN_SLOTS, 1 << (demand - 1).bit_length()))
+
+    def fit(length: int) -> int:
+        return max(1, int(budget // (per_token * length)))
+
     if length is None or length < need:
-        length = max(-(-need // ALIGN) * ALIGN, FIRST_LENGTH)
-    fit = max(1, int(budget // (per_token * length)))
-    return Size(length, min(most, fit, max(MIN_SLOTS, 1 << (demand - 1).bit_length())))
+        exact = -(-need // ALIGN) * ALIGN
+        length = max(exact, FIRST_LENGTH)
+        # where memory, not demand, caps the slots (a large model's cache), rows as long as these
+        # requests need leave room for more of them; a longer request later grows the cache
+        if fit(length) < wanted and fit(exact) > fit(length):
+            length = exact
+    return Size(length, min(wanted, fit(length)))
 
 
 def available_memory() -> float:
