@@ -53,14 +53,16 @@ from tasks.backends.transformers_backend import TransformersBackend  # noqa: E40
 # the embedded model, with trained weights: where bf16's differences from fp32 are the ones users get
 # (a random model's next-token scores are nearly tied, so any rounding flips its greedy choice)
 EMBEDDED = "SmolLM2-135M-Instruct"
-# prompts x new tokens per model: fewer for the big ones, so each model runs in a few minutes here
+# prompts x new tokens per model: as many prompts as a dataset job keeps in flight (the engine's
+# 256 slots up to 0.5B; 128 above, where a step's rows already outweigh its weight reads), fewer
+# new tokens for the big ones so each model runs in a few minutes here
 SIZES = {
     EMBEDDED: (128, 128),
-    "SmolLM2-360M": (64, 96),
-    "Qwen2.5-0.5B": (64, 96),
-    "Llama-3.2-1B": (32, 64),
-    "Qwen2.5-1.5B": (32, 64),
-    "SmolLM2-1.7B": (32, 64),
+    "SmolLM2-360M": (256, 96),
+    "Qwen2.5-0.5B": (256, 96),
+    "Llama-3.2-1B": (128, 64),
+    "Qwen2.5-1.5B": (128, 64),
+    "SmolLM2-1.7B": (128, 64),
 }
 
 

@@ -30,15 +30,16 @@ class Size(NamedTuple):
 
 
 def budget(device: torch.device) -> float:
-    """Bytes the KV cache may take: `INSTRUCTFORGE_KV_CACHE_GB`, else a quarter of the machine's
-    memory on CPU (6 GB of 24 here: 256 slots of 512 tokens for the 135M model) and 40% of the free
-    memory on a GPU."""
+    """Bytes the KV cache may take: `INSTRUCTFORGE_KV_CACHE_GB`, else half the machine's memory on
+    CPU (`engine_budget` then caps it at what is still available once the model is loaded; the
+    other half is for the model, the process and whatever else runs) and 40% of the free memory on
+    a GPU."""
     if os.environ.get("INSTRUCTFORGE_KV_CACHE_GB"):
         return float(os.environ["INSTRUCTFORGE_KV_CACHE_GB"]) * 2**30
     if device.type == "cuda":
         return 0.4 * torch.cuda.mem_get_info(device)[0]
     try:
-        return max(2**30, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 4)
+        return max(2**30, os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2)
     except (ValueError, OSError, AttributeError):  # no sysconf (Windows): a fixed 3 GB
         return 3 * 2**30
 
