@@ -8,7 +8,8 @@ For each model, in one process: the fp32 matmul peak of this CPU and the ceiling
 (bench/generation.py's, 2 x parameters FLOPs a token); one prompt at a time through `generate`
 (the naive baseline, fp32, on --naive-prompts prompts, the better of 1 thread and the default);
 the engine in fp32 on all prompts (greedy), then the engine with bf16 weights
-(INSTRUCTFORGE_DTYPE=bf16) on the same prompts: tokens/s, the fraction of the fp32 ceiling, the
+(INSTRUCTFORGE_DTYPE=bf16) on the same prompts: tokens/s, the fraction of the fp32 ceiling (and
+for fp32 the same for the decode steps alone and for all the work, prompt positions included), the
 speedup over the baseline, peak resident memory of each (the peak is reset between them), whether
 greedy outputs equal the baseline's, and how many bf16 outputs differ from fp32's and at which
 token; and the largest slot count (of prompt + --max-new-tokens positions) the memory estimate
@@ -84,7 +85,9 @@ def reset_peak() -> None:
 
 def engine_tokens(backend, ids: list[list[int]], params: GenerationParams) -> tuple[float, list[list[int]]]:
     """Tokens/s and the token ids of greedy rows through the engine (ids, not texts: a random
-    model's vocabulary can be larger than the tokenizer's, whose ids outside it decode to nothing)."""
+    model's vocabulary can be larger than the tokenizer's, whose ids outside it decode to nothing).
+    `engine_tokens.last` keeps the run's counters: seconds, decode steps' rows and seconds, prefill
+    positions and seconds."""
     requests = [Request(seq, params.max_new_tokens, RowSampler.create(params, seq), ()) for seq in ids]
     stats, start = dict(backend.engine.stats), time.perf_counter()
     outputs = [f.result()[0] for f in backend.engine.submit(requests)]
@@ -97,7 +100,22 @@ def engine_tokens(backend, ids: list[list[int]], params: GenerationParams) -> tu
         f"({stats['prefill_tokens']} positions)",
         flush=True,
     )
+    engine_tokens.last = stats | {"elapsed": elapsed}
     return sum(map(len, outputs)) / elapsed, outputs
+
+
+def work_shares(stats: dict, generated: int, ceiling: float) -> dict:
+    """The fp32 run against the ceiling two more ways: the decode steps alone (generated tokens
+    over the time spent in them), and all the work (prompt positions prefilled plus generated
+    tokens, over the whole run), since prefill costs about as many FLOPs a position as a decode
+    step a row, and the ceiling counts generated tokens only."""
+    decode = stats["row_steps"] / max(stats["decode_s"], 1e-9)
+    work = (stats["prefill_tokens"] + generated) / stats["elapsed"]
+    return {
+        "fp32_decode_of_ceiling": round(decode / ceiling, 3),
+        "fp32_work_of_ceiling": round(work / ceiling, 3),
+        "prefill_share_of_time": round(stats["prefill_s"] / stats["elapsed"], 3),
+    }
 
 
 def release(backend) -> None:
@@ -113,7 +131,7 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
     )
 
 
-def run_model(name: str, prompts: int, new_tokens: int, naive_prompts: int) -> dict:
+def run_model(name: str, prompts: int, new_tokens: int, naive_prompts: int, fp32_only: bool = False) -> dict:
     available = cache_size.available_memory()
     if name == EMBEDDED:
         path = str(embedded_model_dir())
@@ -136,7 +154,7 @@ def run_model(name: str, prompts: int, new_tokens: int, naive_prompts: int) -> d
     row |= {f"matmul_gflops_{way}": round(gflops, 1) for way, gflops in peaks.items()}
 
     reset_peak()
-    fp32 = TransformersBackend(path, batch_size=prompts, dtype="fp32")
+    fp32 = TransformersBackend(path, dtype="fp32")  # slots as a user gets them: as many as fit
     chats = bench_prompts(prompts)
     ids = [fp32.tokenizer(fp32.render(p), add_special_tokens=False)["input_ids"] for p in chats]
     naive_tok_s, texts = on_own_thread(naive, fp32, chats[:naive_prompts], params)
@@ -148,6 +166,7 @@ def run_model(name: str, prompts: int, new_tokens: int, naive_prompts: int) -> d
         "fp32_of_ceiling": round(fp32_tok_s / ceiling, 3),
         "fp32_of_torch_ceiling": round(fp32_tok_s * 2 * count / peaks["torch"] / 1e9, 3),
         "fp32_speedup": round(fp32_tok_s / naive_tok_s, 1),
+        **work_shares(engine_tokens.last, sum(map(len, fp32_out)), ceiling),
         "fp32_slots": fp32.engine.slots,
         "cache_length": fp32.engine.cache.length,  # as the engine allocated it (cache_size.plan)
         "fp32_peak_rss_mb": round(peak_mb()),
@@ -166,11 +185,11 @@ def run_model(name: str, prompts: int, new_tokens: int, naive_prompts: int) -> d
     del fp32
     gc.collect()
 
-    refusal = bf16_refusal()
+    refusal = "skipped (--fp32-only)" if fp32_only else bf16_refusal()
     if refusal is None:
         row["rss_before_bf16_mb"] = round(resident_mb())  # what the fp32 run left: part of bf16's peak
         reset_peak()
-        bf16 = TransformersBackend(path, batch_size=prompts, dtype="bf16")
+        bf16 = TransformersBackend(path, dtype="bf16")
         engine_tokens(bf16, ids[:2], params.model_copy(update={"max_new_tokens": 4}))
         bf16_tok_s, bf16_out = engine_tokens(bf16, ids, params)
         where = [first_difference(a, b) for a, b in zip(fp32_out, bf16_out)]
@@ -203,12 +222,19 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, help="prompts per model (default: SIZES)")
     parser.add_argument("--max-new-tokens", type=int, help="tokens per prompt (default: SIZES)")
     parser.add_argument("--naive-prompts", type=int, default=1)
+    parser.add_argument("--fp32-only", action="store_true", help="skip the bf16 run")
     parser.add_argument("--one", action="store_true", help="run the one --models model in this process")
     args = parser.parse_args()
     if args.one:
         [name] = args.models
         prompts, new_tokens = SIZES[name]
-        row = run_model(name, args.prompts or prompts, args.max_new_tokens or new_tokens, args.naive_prompts)
+        row = run_model(
+            name,
+            args.prompts or prompts,
+            args.max_new_tokens or new_tokens,
+            args.naive_prompts,
+            args.fp32_only,
+        )
         print(json.dumps(row))
         return
     rows = []
@@ -221,6 +247,7 @@ def main() -> None:
             name,
             "--naive-prompts",
             str(args.naive_prompts),
+            *(["--fp32-only"] if args.fp32_only else []),
         ]
         for flag, value in (("--prompts", args.prompts), ("--max-new-tokens", args.max_new_tokens)):
             command += [flag, str(value)] if value else []
@@ -235,10 +262,11 @@ def main() -> None:
     columns = [
         ("model", "model"), ("params M", "parameters_m"), ("ceiling tok/s", "ceiling_tok_s"),
         ("naive", "naive_tok_s"), ("fp32 tok/s", "fp32_tok_s"), ("of ceiling", "fp32_of_ceiling"),
-        ("of torch ceiling", "fp32_of_torch_ceiling"),
+        ("of torch ceiling", "fp32_of_torch_ceiling"), ("decode steps of ceiling", "fp32_decode_of_ceiling"),
+        ("all work of ceiling", "fp32_work_of_ceiling"), ("prefill share", "prefill_share_of_time"),
         ("x naive", "fp32_speedup"), ("bf16 tok/s", "bf16_tok_s"), ("bf16/fp32", "bf16_over_fp32"),
         ("bf16 of fp32 ceiling", "bf16_of_fp32_ceiling"), ("bf16 differs", "bf16_differs"),
-        ("first differing token", "bf16_first_difference_at"), ("peak MB fp32", "fp32_peak_rss_mb"),
+        ("peak MB fp32", "fp32_peak_rss_mb"),
         ("peak MB bf16", "bf16_peak_rss_mb"), ("most slots fp32", "largest_slots_fp32"),
         ("most slots bf16", "largest_slots_bf16"),
     ]  # fmt: skip

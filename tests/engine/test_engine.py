@@ -138,10 +138,30 @@ def test_a_longer_request_shrinks_the_slot_count_to_stay_in_the_memory_budget(mo
     short = backend.generate(PROMPTS[:2], params)
     assert backend.engine.slots == 2
     long_prompt = "Summarize: " + "the tide rises and falls twice a day. " * 70
+    sizes, make_room = [], backend.engine._make_room
+    monkeypatch.setattr(
+        backend.engine, "_make_room", lambda *a: make_room(*a) and not sizes.append(backend.engine.cache)
+    )
     gens = backend.generate([long_prompt, *PROMPTS[:2]], params)
-    assert backend.engine.slots == 1 and backend.engine.cache.length >= 600
+    assert sizes[0].slots == 1 and sizes[0].length >= 600  # the long request: one longer slot
+    assert (sizes[-1].slots, sizes[-1].length) == (2, 512)  # once it is done: two of 512 again
     assert [g.text for g in gens[1:]] == [g.text for g in short]
     assert gens[0].prompt_tokens > 512 and gens[0].text
+
+
+def test_a_job_in_tight_memory_gets_rows_as_long_as_it_needs_and_more_slots(monkeypatch):
+    """Where the budget holds fewer slots of 512 positions than a job wants (a large model's cache),
+    the cache is as long as the job's requests need, so more of them decode at once; an idle cache
+    left long by an earlier request is planned afresh."""
+    # 50 MB holds 2 slots of 512 positions of this model's cache, 8 of 128
+    monkeypatch.setenv("INSTRUCTFORGE_KV_CACHE_GB", str(50 / 1024))
+    backend = TransformersBackend(EMBEDDED_MODEL, batch_size=8)
+    params = GenerationParams(max_new_tokens=8, temperature=0.0)
+    backend.generate(["Summarize: " + "the tide rises and falls twice a day. " * 70], params)
+    assert backend.engine.slots == 1 and backend.engine.cache.length >= 600
+    gens = backend.generate(PROMPTS, params)
+    assert (backend.engine.cache.length, backend.engine.slots) == (128, 8)
+    assert [g.text for g in gens] == [g.text for g in one_at_a_time(backend, PROMPTS, params)]
 
 
 def test_a_shared_prompt_prefix_is_prefilled_once_and_changes_no_output():

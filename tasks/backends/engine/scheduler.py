@@ -10,6 +10,7 @@ first). Memory is bounded by the slot cache, whatever the number of rows.
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import threading
 import time
@@ -240,14 +241,15 @@ class Engine:
         the memory budget (`cache_size.plan`); the running sequences are copied over. When a longer
         request leaves room for fewer slots than are running, returns False until enough have
         finished (the caller waits)."""
-        length, want = cache_size.plan(
-            need,
-            demand,
-            self.cache.length if self.cache is not None else None,
-            SlotCache.bytes_per_token(self.net.lm),
-            self.budget,
-            self.max_slots,
-        )
+        size = functools.partial(
+            cache_size.plan, need, demand, per_token=SlotCache.bytes_per_token(self.net.lm),
+            budget=self.budget, most=self.max_slots,
+        )  # fmt: skip
+        length, want = size(self.cache.length if self.cache is not None else None)
+        if self.cache is not None and not self.running:  # idle: a fresh plan may hold more slots
+            fresh = size(None)
+            if fresh.slots > want:
+                length, want = fresh
         if self.cache is not None and self.cache.length == length and self.cache.slots >= want:
             return True
         if self.cache is None or not self.running:
