@@ -153,14 +153,14 @@ def test_a_job_in_tight_memory_gets_rows_as_long_as_it_needs_and_more_slots(monk
     """Where the budget holds fewer slots of 512 positions than a job wants (a large model's cache),
     the cache is as long as the job's requests need, so more of them decode at once; an idle cache
     left long by an earlier request is planned afresh."""
-    # 50 MB holds 2 slots of 512 positions of this model's cache, 8 of 128
+    # 50 MB holds 2 slots of 512 positions of this model's cache, 8 of 128 or fewer
     monkeypatch.setenv("INSTRUCTFORGE_KV_CACHE_GB", str(50 / 1024))
     backend = TransformersBackend(EMBEDDED_MODEL, batch_size=8)
     params = GenerationParams(max_new_tokens=8, temperature=0.0)
     backend.generate(["Summarize: " + "the tide rises and falls twice a day. " * 70], params)
     assert backend.engine.slots == 1 and backend.engine.cache.length >= 600
     gens = backend.generate(PROMPTS, params)
-    assert (backend.engine.cache.length, backend.engine.slots) == (128, 8)
+    assert backend.engine.slots == 8 and backend.engine.cache.length < 512
     assert [g.text for g in gens] == [g.text for g in one_at_a_time(backend, PROMPTS, params)]
 
 
@@ -283,7 +283,7 @@ def test_the_cache_grows_in_steps_within_its_memory_budget():
     assert cache_size.plan(600, 100, 512, mb, 1, 256) == (640, 1)  # never none
     # memory, not demand, caps the slots: rows as long as the requests need, so more of them fit
     assert cache_size.plan(100, 100, None, mb, 512 * 64 * mb, 256) == (128, 128)
-    assert cache_size.plan(300, 256, None, mb, 512 * 64 * mb, 256) == (384, 85)
+    assert cache_size.plan(300, 256, None, mb, 512 * 64 * mb, 256) == (320, 102)
     assert cache_size.plan(100, 40, None, mb, 512 * 64 * mb, 256) == (512, 64)  # 512 holds them all
 
 

@@ -12,6 +12,8 @@ from typing import NamedTuple
 import torch
 
 ALIGN = 128  # cache length grows in steps of this many tokens
+# where memory caps the slots, rows are as long as the requests need, in steps of this many
+TIGHT_ALIGN = 32
 # First allocation: a prompt plus a 256-token response fits, so the cache rarely has to grow (a
 # grow copies every running row into a new cache of up to a few GB).
 FIRST_LENGTH = 512
@@ -58,8 +60,8 @@ def engine_budget(device: torch.device, config, slots: int) -> float:
 def plan(need: int, demand: int, length: int | None, per_token: int, budget: float, most: int) -> Size:
     """The length and slot count of a cache with at least `need` tokens per slot (the current
     `length`, if there is a cache and it is long enough; else a multiple of ALIGN, at least
-    FIRST_LENGTH, unless the budget then holds fewer slots than wanted and the shorter length
-    more) and slots for `demand` sequences, rounded up to a power of two, at least MIN_SLOTS, at
+    FIRST_LENGTH, unless the budget then holds fewer slots than wanted and `need` rounded up to
+    TIGHT_ALIGN more) and slots for `demand` sequences, rounded up to a power of two, at least MIN_SLOTS, at
     most `most` and at most what `budget` bytes hold at `per_token` bytes per token (but one)."""
     wanted = min(most, max(MIN_SLOTS, 1 << (demand - 1).bit_length()))
 
@@ -67,10 +69,10 @@ def plan(need: int, demand: int, length: int | None, per_token: int, budget: flo
         return max(1, int(budget // (per_token * length)))
 
     if length is None or length < need:
-        exact = -(-need // ALIGN) * ALIGN
-        length = max(exact, FIRST_LENGTH)
+        length = max(-(-need // ALIGN) * ALIGN, FIRST_LENGTH)
         # where memory, not demand, caps the slots (a large model's cache), rows as long as these
         # requests need leave room for more of them; a longer request later grows the cache
+        exact = -(-need // TIGHT_ALIGN) * TIGHT_ALIGN
         if fit(length) < wanted and fit(exact) > fit(length):
             length = exact
     return Size(length, min(wanted, fit(length)))
