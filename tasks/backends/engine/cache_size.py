@@ -58,11 +58,12 @@ def engine_budget(device: torch.device, config, slots: int) -> float:
 
 
 def plan(need: int, demand: int, length: int | None, per_token: int, budget: float, most: int) -> Size:
-    """The length and slot count of a cache with at least `need` tokens per slot (the current
-    `length`, if there is a cache and it is long enough; else a multiple of ALIGN, at least
-    FIRST_LENGTH, unless the budget then holds fewer slots than wanted and `need` rounded up to
-    TIGHT_ALIGN more) and slots for `demand` sequences, rounded up to a power of two, at least MIN_SLOTS, at
-    most `most` and at most what `budget` bytes hold at `per_token` bytes per token (but one)."""
+    """The length and slot count of a cache with at least `need` tokens per slot and slots for
+    `demand` sequences. Length: the current `length`, if there is a cache and it is long enough;
+    else a multiple of ALIGN, at least FIRST_LENGTH, unless the budget then holds fewer slots than
+    wanted and `need` rounded up to TIGHT_ALIGN holds more. Slots: `demand` rounded up to a power
+    of two, at least MIN_SLOTS, at most `most` and at most what `budget` bytes hold at `per_token`
+    bytes per token (but one)."""
     wanted = min(most, max(MIN_SLOTS, 1 << (demand - 1).bit_length()))
 
     def fit(length: int) -> int:
