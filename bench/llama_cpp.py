@@ -312,7 +312,7 @@ def main() -> None:
         return
     path = embedded_model_dir() if args.model == "embedded" else random_model(args.model)
     ours_dtype = "fp32" if args.dtype == "f32" else "bf16"
-    backend = TransformersBackend(str(path), batch_size=args.prompts, dtype=ours_dtype)
+    backend = TransformersBackend(str(path), dtype=ours_dtype)  # slots as a user gets them: as many as fit
     ids = [
         backend.tokenizer(backend.render(p), add_special_tokens=False)["input_ids"]
         for p in bench_prompts(args.prompts)

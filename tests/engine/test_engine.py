@@ -285,6 +285,10 @@ def test_the_cache_grows_in_steps_within_its_memory_budget():
     assert cache_size.plan(100, 100, None, mb, 512 * 64 * mb, 256) == (128, 128)
     assert cache_size.plan(300, 256, None, mb, 512 * 64 * mb, 256) == (320, 102)
     assert cache_size.plan(100, 40, None, mb, 512 * 64 * mb, 256) == (512, 64)  # 512 holds them all
+    # an idle cache left long by an earlier request: planned afresh where that holds more slots
+    assert cache_size.plan(100, 100, 1024, mb, 512 * 64 * mb, 256) == (1024, 32)
+    assert cache_size.plan(100, 100, 1024, mb, 512 * 64 * mb, 256, idle=True) == (128, 128)
+    assert cache_size.plan(100, 3, 1024, mb, plenty, 256, idle=True) == (1024, 8)  # no gain: kept
 
 
 def test_the_decode_layers_in_one_c_call_give_the_python_loops_logits_bit_for_bit(small):

@@ -57,13 +57,19 @@ def engine_budget(device: torch.device, config, slots: int) -> float:
     return max(min(most, left), per_token_bytes(config) * FIRST_LENGTH)
 
 
-def plan(need: int, demand: int, length: int | None, per_token: int, budget: float, most: int) -> Size:
+def plan(
+    need: int, demand: int, length: int | None, per_token: int, budget: float, most: int, idle: bool = False
+) -> Size:
     """The length and slot count of a cache with at least `need` tokens per slot and slots for
     `demand` sequences. Length: the current `length`, if there is a cache and it is long enough;
     else a multiple of ALIGN, at least FIRST_LENGTH, unless the budget then holds fewer slots than
     wanted and `need` rounded up to TIGHT_ALIGN holds more. Slots: `demand` rounded up to a power
     of two, at least MIN_SLOTS, at most `most` and at most what `budget` bytes hold at `per_token`
-    bytes per token (but one)."""
+    bytes per token (but one). `idle`: no rows run in the current cache, so it may be replaced by
+    a fresh plan where that holds more slots."""
+    if idle and length is not None:
+        kept, fresh = (plan(need, demand, at, per_token, budget, most) for at in (length, None))
+        return fresh if fresh.slots > kept.slots else kept
     wanted = min(most, max(MIN_SLOTS, 1 << (demand - 1).bit_length()))
 
     def fit(length: int) -> int:

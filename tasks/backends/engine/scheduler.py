@@ -10,7 +10,6 @@ first). Memory is bounded by the slot cache, whatever the number of rows.
 from __future__ import annotations
 
 import atexit
-import functools
 import logging
 import threading
 import time
@@ -135,7 +134,9 @@ class Engine:
             if self.cache is not None and self.waiting and self.cache.slots < min(self.max_slots, queued):
                 self._make_room(self.cache.length, queued)  # more requests than slots: add slots
             free = self.slots - len(self.running)
-            if self.waiting and (free >= min(self.refill, self.slots) or not self.running):
+            # groups of `refill` at least (a prefill costs about a step), or all that wait if they
+            # fit: a few left over would wait for `refill` rows to finish, then decode alone
+            if self.waiting and (free >= min(self.refill, self.slots, len(self.waiting)) or not self.running):
                 rows = self._admit(free, rows)
             if not self.running:
                 return
@@ -241,15 +242,9 @@ class Engine:
         the memory budget (`cache_size.plan`); the running sequences are copied over. When a longer
         request leaves room for fewer slots than are running, returns False until enough have
         finished (the caller waits)."""
-        size = functools.partial(
-            cache_size.plan, need, demand, per_token=SlotCache.bytes_per_token(self.net.lm),
-            budget=self.budget, most=self.max_slots,
-        )  # fmt: skip
-        length, want = size(self.cache.length if self.cache is not None else None)
-        if self.cache is not None and not self.running:  # idle: a fresh plan may hold more slots
-            fresh = size(None)
-            if fresh.slots > want:
-                length, want = fresh
+        current, per_token = self.cache.length if self.cache else None, SlotCache.bytes_per_token(self.net.lm)
+        idle = not self.running  # an idle cache may be replaced by a fresh plan with more slots
+        length, want = cache_size.plan(need, demand, current, per_token, self.budget, self.max_slots, idle)
         if self.cache is not None and self.cache.length == length and self.cache.slots >= want:
             return True
         if self.cache is None or not self.running:
