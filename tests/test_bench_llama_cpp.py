@@ -14,6 +14,7 @@ from tasks.backends.embedded import embedded_model_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
+import gguf_file  # noqa: E402
 import llama_cpp  # noqa: E402
 
 SMALL = dict(
@@ -37,7 +38,7 @@ def read(path):
 
 def test_the_gguf_holds_the_llama_model_in_llama_cpps_layout(tmp_path):
     model = tiny(LlamaForCausalLM, LlamaConfig(**SMALL))
-    path = llama_cpp.write_gguf(model, embedded_model_dir(), tmp_path / "m.gguf", "f32")
+    path = gguf_file.write_gguf(model, embedded_model_dir(), tmp_path / "m.gguf", "f32")
     reader, tensors, arch = read(path)
     assert arch == "llama"
     assert "output.weight" not in tensors  # tied: llama.cpp reuses the embedding
@@ -64,7 +65,7 @@ def test_the_gguf_holds_the_llama_model_in_llama_cpps_layout(tmp_path):
 
 def test_a_bf16_gguf_rounds_the_matrices_and_keeps_norms_and_biases_f32(tmp_path):
     model = tiny(Qwen2ForCausalLM, Qwen2Config(**SMALL, use_sliding_window=False))
-    path = llama_cpp.write_gguf(model, embedded_model_dir(), tmp_path / "m.gguf", "bf16")
+    path = gguf_file.write_gguf(model, embedded_model_dir(), tmp_path / "m.gguf", "bf16")
     _, tensors, arch = read(path)
     assert arch == "qwen2"
     q = tensors["blk.0.attn_q.weight"]
@@ -83,11 +84,11 @@ def test_llama3_rope_scaling_writes_llama_cpps_frequency_factors():
     config = LlamaConfig(**SMALL, rope_theta=500000.0, rope_scaling={
         "rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 8192})  # fmt: skip
-    factors = llama_cpp.llama3_rope_factors(config)
+    factors = gguf_file.llama3_rope_factors(config)
     assert (
         factors.shape == (8,) and factors[0] == 1.0 and factors[-1] == 32.0
     )  # fast pairs kept, slow ones stretched
-    assert llama_cpp.llama3_rope_factors(LlamaConfig(**SMALL)) is None
+    assert gguf_file.llama3_rope_factors(LlamaConfig(**SMALL)) is None
 
 
 def test_the_server_runs_the_slots_asked_for_and_is_found_by_env_or_path(tmp_path, monkeypatch, capsys):
