@@ -17,20 +17,15 @@ from tests.conftest import cli_env  # noqa: E402
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def test_a_rerun_on_a_hand_started_cluster_makes_no_model_calls(tmp_path):
-    result = soak(tmp_path, cli_env(tmp_path / "unused"), kill=False, fail_rate=0.0)
-    assert result["soak_rc"] == 0 and result["rerun_rc"] == 0, result["rerun_output"]
-    assert result["rerun_calls"] == 0
-    assert KEY_ERROR not in result["rerun_output"]
-    assert result["worker_key_errors"] == 0
-    assert result["same_dataset"] and result["rerun_same_dataset"]
-
-
 @pytest.mark.slow
-def test_soak_with_faults_and_a_killed_worker(tmp_path):
-    """30% of calls fail, a worker is killed with kill -9 mid-run and restarted."""
+def test_soak_with_faults_and_a_killed_worker_then_a_rerun_from_the_cache(tmp_path):
+    """30% of calls fail, a worker is killed with kill -9 mid-run and restarted; the dataset equals
+    a fault-free run's, and the same command again (on the restarted, fresh worker too) makes no
+    model calls and logs no cache-key error."""
     result = soak(tmp_path, cli_env(tmp_path / "unused"), kill=True, fail_rate=0.3)
     assert result["soak_rc"] == 0, result["soak_output"]
     assert result["same_dataset"]
+    assert result["rerun_rc"] == 0, result["rerun_output"]
     assert result["rerun_calls"] == 0 and result["rerun_same_dataset"]
+    assert KEY_ERROR not in result["rerun_output"]
     assert result["worker_key_errors"] == 0
