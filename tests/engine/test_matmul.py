@@ -116,6 +116,27 @@ def test_kernel_rows_are_independent_of_the_batch_and_the_threads(use, rows, fea
         assert torch.equal(together, alone)
 
 
+@pytest.mark.parametrize("out_features", [200, 2000])  # few panels (rows split too), many panels
+def test_kernel_threads_taking_each_others_panels_change_no_result(use, out_features):
+    """Each thread works through its own run of panels and then takes the last ones of another's
+    (linear.c), so which thread computes a panel varies from call to call: the bits must not. More
+    threads than cores (some of them held back by the system) make taking more frequent."""
+    torch.manual_seed(out_features)
+    layer = torch.nn.Linear(300, out_features, bias=True)
+    projections = use("kernel", [layer])
+    x = torch.randn(50, 300)
+    with torch.inference_mode():
+        want = kernels.linear(projections.kernel, x, projections.packed[layer], out_features, layer.bias)
+        torch.testing.assert_close(want, layer(x), rtol=1e-5, atol=1e-5)
+        for threads in [1, 3, 7, 16] * 3:
+            got = torch.full_like(want, float("nan"))
+            failed = projections.kernel.linear(
+                x.data_ptr(), projections.packed[layer].data_ptr(), layer.bias.data_ptr(), None,
+                got.data_ptr(), 50, 300, out_features, 0, threads, None, 0, 0,
+            )  # fmt: skip
+            assert failed == 0 and torch.equal(got, want), threads
+
+
 def test_kernel_silu_holds_over_the_whole_range(use):
     """The SiLU step computes exp itself: checked against torch's from -120 to 120, where exp(-v)
     overflows or vanishes, to a few ulp."""

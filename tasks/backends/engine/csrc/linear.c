@@ -17,8 +17,8 @@
  * Each output is one accumulator summed over k in order, then (op):
  *   0: nothing; 1: SiLU, v / (1 + exp(-v)); 2: v * other; 3: other + v  (other: [m, n])
  * so `times` and `plus` give bit-identical results to the product followed by the torch op.
- * Two threads split the panels between them; with few panels (n < 8 x 64 x threads) each panel's
- * rows are split too, so neither thread waits on the other's extra panel.
+ * Each thread works through a contiguous run of the panels and, done, takes the last ones of
+ * another's (linear()); with few panels (n < 8 x 64 x threads) each panel's rows are split too.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -178,10 +178,40 @@ static void panel_rows(const float *x, const float *packed, float *out, const fl
  * rows are split too when there are few panels, so neither thread waits on the other's extra one. */
 static int64_t parts_of(int64_t panels, int threads) { return panels >= 8 * threads ? 1 : threads; }
 
+/* A range of tasks [lo, hi) in one 64-bit word (lo in the low half), so that its owner taking from
+ * the front and another thread taking from the back change it with one compare-and-swap. Each range
+ * on a cache line of its own. */
+typedef struct {
+    _Alignas(64) uint64_t range;
+} tasks_range;
+
+#define RANGE(lo, hi) ((uint64_t)(lo) | (uint64_t)(hi) << 32)
+#define MOST_THREADS 256
+
+/* Takes the first (front) or last task of *r; -1 if it is empty. */
+static int64_t take(tasks_range *r, int front) {
+    uint64_t seen = __atomic_load_n(&r->range, __ATOMIC_RELAXED);
+    for (;;) {
+        uint32_t lo = (uint32_t)seen, hi = (uint32_t)(seen >> 32);
+        if (lo >= hi) return -1;
+        uint64_t left = front ? RANGE(lo + 1, hi) : RANGE(lo, hi - 1);
+        if (__atomic_compare_exchange_n(&r->range, &seen, left, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return front ? lo : hi - 1;
+    }
+}
+
 /* `then` (or NULL): the packed weight of the product that comes next, [then_k] inputs to [then_n]
  * outputs; each thread prefetches the first panel it will take there during its last one here.
  * Without it, every product began with each thread waiting on its first panel from memory (most
- * felt at few rows, where a product is short). */
+ * felt at few rows, where a product is short).
+ *
+ * Each thread owns a contiguous run of the (panel, row range) tasks, panel-major, and works through
+ * it from the front (the next panel lies next in memory, where the hardware's prefetch already
+ * went); a thread done with its own run takes the last tasks of another's, from the back. Split in
+ * fixed runs alone, a thread whose core was slower for a while (the other's memory traffic, another
+ * process, a virtual CPU the host held back) left the other waiting at the end of every product;
+ * handed out one at a time in order, the threads' panels interleaved and each core's prefetch
+ * fetched its neighbour's panels too (slower at few rows, where products wait on memory). */
 int linear(const float *x, const float *packed, const float *bias, const float *other, float *out,
            int64_t m, int64_t k, int64_t n, int op, int threads, const float *then, int64_t then_n,
            int64_t then_k) {
@@ -189,30 +219,43 @@ int linear(const float *x, const float *packed, const float *bias, const float *
     int64_t parts = parts_of(panels, threads); /* row ranges per panel */
     int64_t tasks = panels * parts;
     int64_t then_panels = (then_n + PANEL - 1) / PANEL, then_parts = parts_of(then_panels, threads);
+    tasks_range runs[MOST_THREADS];
     if (m <= 0) return 0;
+    if (threads > MOST_THREADS) threads = MOST_THREADS;
+    if (threads < 1) threads = 1;
+    /* each thread's own run (should OpenMP start fewer threads, the others take the runs left) */
+    for (int t = 0; t < threads; t++) runs[t].range = RANGE(tasks * t / threads, tasks * (t + 1) / threads);
 #pragma omp parallel num_threads(threads)
     {
-        int64_t t = 0, count = 1;
+        int64_t t = 0;
 #ifdef _OPENMP
         t = omp_get_thread_num();
-        count = omp_get_num_threads();
 #endif
-        /* each thread a contiguous run of (panel, row range) tasks, panel-major */
-        int64_t lo = tasks * t / count, hi = tasks * (t + 1) / count;
-        for (int64_t task = lo; task < hi; task++) {
+        int64_t from = t, task = take(&runs[t], 1);
+        while (task >= 0) {
             int64_t p = task / parts, part = task % parts;
             /* row ranges on multiples of ROWS, so only the last one has a partial block */
             int64_t first = m * part / parts / ROWS * ROWS;
             int64_t last = part + 1 == parts ? m : m * (part + 1) / parts / ROWS * ROWS;
-            int next_differs = task + 1 < hi && (task + 1) / parts != p;
-            const float *next = next_differs ? packed + (p + 1) * k * PANEL : 0;
+            /* the task likely next: the next one of the run this one came from, in the direction
+             * taken there (it may yet be taken by another thread: then the prefetch was wasted) */
+            uint64_t seen = __atomic_load_n(&runs[from].range, __ATOMIC_RELAXED);
+            uint32_t lo = (uint32_t)seen, hi = (uint32_t)(seen >> 32);
+            int64_t likely = lo < hi ? (int64_t)(from == t ? lo : hi - 1) : -1;
+            const float *next = 0;
             int64_t lines = k * PANEL / 16;
-            if (task + 1 == hi && then) { /* this thread's first panel of the next product */
-                int64_t then_task = then_panels * then_parts * t / count; /* as `lo` there */
-                next = then + then_task / then_parts * then_k * PANEL;
+            if (likely >= 0) {
+                if (likely / parts != p) next = packed + likely / parts * k * PANEL;
+            } else if (then) { /* the first panel of this thread's own run in the next product */
+                next = then + then_panels * then_parts * t / threads / then_parts * then_k * PANEL;
                 lines = then_k * PANEL / 16;
             }
             panel_rows(x, packed, out, bias, other, first, last, k, n, p, next, lines, op);
+            task = take(&runs[from], from == t);
+            for (int64_t other_run = 1; task < 0 && other_run < threads; other_run++) {
+                from = (t + other_run) % threads;
+                task = take(&runs[from], 0);
+            }
         }
     }
     return 0;

@@ -1,0 +1,107 @@
+"""Two builds of the engine's C kernels side by side on a decode step's products, interleaved.
+
+    python bench/kernel_ab.py before.so                       # against the engine's own build
+    python bench/kernel_ab.py before.so after.so --models SmolLM2-360M --rows 8 256
+
+For each model and row count: every layer's products in the order a decode step runs them (the
+fused q/k/v, o, the paired gate/up, down; each product naming the next, as the engine does), with
+weights of their own per layer, so they come from memory as in a real step. The two builds run
+whole steps in turn, ABBA..., for --rounds rounds, and the time summed over all of them gives the
+ratio. This machine's speed moves from minute to minute (another process, a host that holds a
+virtual CPU back); alternating step by step puts the same moves on both sides, where two runs one
+after the other (or bench/products.py's best of 3) do not. Build the other library from another
+commit's csrc: `cc -O3 -march=native -fno-math-errno -fPIC -shared -fopenmp csrc/*.c -o before.so -lm`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from random_models import CONFIGS, model_config  # noqa: E402
+
+from tasks.backends.embedded import cache_root  # noqa: E402
+from tasks.backends.engine import kernels  # noqa: E402
+
+
+def step_products(name: str) -> list[tuple[int, int]]:
+    """(out, in) of one layer's products, in a decode step's order."""
+    c = model_config(name)
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    q, kv = c.num_attention_heads * head_dim, c.num_key_value_heads * head_dim
+    h, i = c.hidden_size, c.intermediate_size
+    return [(q + 2 * kv, h), (h, q), (2 * i, h), (h, i)]
+
+
+def compare(libs: dict[str, object], name: str, rows: int, rounds: int) -> dict[str, float]:
+    """GFLOP/s of each library over `rounds` interleaved decode steps' products."""
+    first = next(iter(libs.values()))
+    layers = model_config(name).num_hidden_layers
+    packed = [
+        (kernels.linear_pack(first, torch.randn(n, k)), n, k)
+        for _ in range(layers)
+        for n, k in step_products(name)
+    ]
+    inputs = {k: torch.randn(rows, k) for _, _, k in packed}
+    outputs = {n: torch.empty(rows, n) for _, n, _ in packed}
+    threads = torch.get_num_threads()
+
+    def step(lib) -> float:
+        start = time.perf_counter()
+        for j, (weight, n, k) in enumerate(packed):
+            then = packed[j + 1] if j + 1 < len(packed) else None
+            lib.linear(
+                inputs[k].data_ptr(), weight.data_ptr(), None, None, outputs[n].data_ptr(), rows, k, n, 0,
+                threads, then[0].data_ptr() if then else None, then[1] if then else 0, then[2] if then else 0,
+            )  # fmt: skip
+        return time.perf_counter() - start
+
+    names = list(libs)
+    seconds = dict.fromkeys(names, 0.0)
+    for r in range(rounds):
+        for which in names if r % 2 == 0 else names[::-1]:
+            seconds[which] += step(libs[which])
+    flops = sum(2 * rows * n * k for _, n, k in packed) * rounds
+    return {which: flops / s / 1e9 for which, s in seconds.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "libraries", nargs="+", type=Path, help="one or two builds (one: against the engine's)"
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=["SmolLM2-360M", "Llama-3.2-1B"], choices=list(CONFIGS)
+    )
+    parser.add_argument("--rows", nargs="+", type=int, default=[8, 64, 256])
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    libs = {str(path): kernels.load(path) for path in args.libraries}
+    if len(libs) == 1:
+        libs["engine"] = kernels.kernel(cache_root() / "kernels")
+    if any(lib is None or not lib.linear_available() for lib in libs.values()):
+        sys.exit("The C kernel needs a C compiler and AVX-512 here; the engine uses oneDNN on this CPU.")
+    a, b = libs
+    print(
+        f"{torch.get_num_threads()} threads; GFLOP/s over {args.rounds} interleaved steps; b = {b}, a = {a}"
+    )
+    for name in args.models:
+        for rows in args.rows:
+            rates = compare(libs, name, rows, args.rounds)
+            print(
+                f"{name}, {rows} rows: a {rates[a]:.1f}, b {rates[b]:.1f}, b/a {rates[b] / rates[a]:.3f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
