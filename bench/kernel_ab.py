@@ -85,6 +85,8 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", type=int, default=[8, 64, 256])
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
+    if len(args.libraries) > 2:
+        parser.error("give one library (compared with the engine's build) or two")
     libs = {str(path): kernels.load(path) for path in args.libraries}
     if len(libs) == 1:
         libs["engine"] = kernels.kernel(cache_root() / "kernels")
