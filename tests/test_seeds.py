@@ -207,7 +207,7 @@ def test_an_unreachable_hub_ends_the_cli_in_one_clear_line(tmp_path):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    result = subprocess.run(  # huggingface_hub retries a refused connection for about 25 s first
+    result = subprocess.run(
         [sys.executable, "flows/instruct.py", "--backend", "fake", "--seeds", "me/seeds"],
         cwd=ROOT,
         env=hub_env(endpoint, tmp_path / "hf", PREFECT_HOME=str(tmp_path)),

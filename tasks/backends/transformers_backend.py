@@ -9,11 +9,9 @@ other architectures go through `generate` in length-sorted, left-padded batches.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from tasks.backends.base import Generation, GenerationParams, Prompt
 from tasks.backends.embedded import EMBEDDED_MODEL, cache_root, embedded_model_dir
@@ -21,6 +19,7 @@ from tasks.backends.engine import Engine, Request, RowSampler, on_own_thread, su
 from tasks.backends.engine.cache_size import check_fits
 from tasks.backends.engine.decode import SUPPORTED
 from tasks.backends.engine.matmul import WEIGHTS, bf16_refusal
+from tasks.pipeline.network import hub_reachable
 
 # Sequences decoding together on the engine; measured in bench/generation.py (README, "Speed").
 DEFAULT_SLOTS = 256
@@ -34,18 +33,6 @@ def resolve_model(model: str) -> str:
     if model in (EMBEDDED_MODEL, "embedded"):
         return str(embedded_model_dir())
     return model
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub answers at all (offline, its client retries for ~25 s)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    host = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or ""
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def hub_options(source: str, model: str) -> dict:

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from tasks.pipeline.network import hub_reachable
 from tasks.rows import Row, stable_id
 
 DEFAULT_SEEDS = Path(__file__).resolve().parents[2] / "data" / "seed_contexts.jsonl"
@@ -145,6 +146,17 @@ def _saved_dataset(directory: Path) -> Any:
     )
 
 
+def _cached(source: str) -> bool:
+    """Whether an earlier load left a copy of Hub dataset `source` that `datasets` may load
+    without the Hub: its files in the Hub cache, or its prepared copy in the datasets cache."""
+    import datasets
+    from huggingface_hub import constants
+
+    files = Path(constants.HF_HUB_CACHE) / f"datasets--{source.replace('/', '--')}"
+    prepared = Path(datasets.config.HF_DATASETS_CACHE) / source.replace("/", "___")
+    return files.is_dir() or prepared.is_dir()
+
+
 def _dataset_records(source: str) -> list[dict[str, Any]]:
     import datasets
 
@@ -153,6 +165,8 @@ def _dataset_records(source: str) -> list[dict[str, Any]]:
     else:
         # huggingface_hub logs each retry of a failed request twice (its handler and the root's);
         # the error below says what failed and what to do instead.
+        if not hub_reachable() and not _cached(source):  # the same error, without ~25 s of retries
+            raise _hub_error(source, ConnectionError(f"{source}: the Hub cannot be reached"))
         hub_logger = logging.getLogger("huggingface_hub")
         level = hub_logger.level
         hub_logger.setLevel(logging.ERROR)
