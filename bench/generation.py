@@ -37,6 +37,7 @@ import tasks  # noqa: E402, F401  (first: Prefect defaults before prefect is imp
 
 # isort: split
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -98,15 +99,18 @@ def naive(backend, prompts, params) -> tuple[float, list[str]]:
     """Tokens/s and texts of one prompt at a time through `generate` (no engine), at the better of
     1 thread and torch's default (distilabel gets the default; on shared cores 1 can be faster)."""
     rates = []
-    for threads in thread_counts():
-        torch.set_num_threads(threads)
-        tokens, texts, start = 0, [], time.perf_counter()
-        for prompt in prompts:
-            ids = backend.tokenizer(backend.render(prompt), add_special_tokens=False)["input_ids"]
-            [gen] = backend._generate_hf([ids], params)
-            tokens, texts = tokens + gen.completion_tokens, [*texts, gen.text]
-        rates.append(tokens / (time.perf_counter() - start))
-        print(f"naive, {threads} thread(s)  {rates[-1]:8.1f} tok/s  ({len(prompts)} prompts)")
+    # the weights lent back once for the whole baseline, not rebuilt for each prompt's call
+    lent = backend.engine.module_weights() if backend.engine else contextlib.nullcontext()
+    with lent:
+        for threads in thread_counts():
+            torch.set_num_threads(threads)
+            tokens, texts, start = 0, [], time.perf_counter()
+            for prompt in prompts:
+                ids = backend.tokenizer(backend.render(prompt), add_special_tokens=False)["input_ids"]
+                [gen] = backend._generate_hf([ids], params)
+                tokens, texts = tokens + gen.completion_tokens, [*texts, gen.text]
+            rates.append(tokens / (time.perf_counter() - start))
+            print(f"naive, {threads} thread(s)  {rates[-1]:8.1f} tok/s  ({len(prompts)} prompts)")
     torch.set_num_threads(DEFAULT_THREADS)
     return max(rates), texts
 

@@ -4,7 +4,9 @@ so a benchmark downloads nothing: same shapes, so the same work per token as the
 
 The configs are the architecture fields of each model's `config.json` on the Hugging Face Hub.
 Each model is saved once, with the embedded model's tokenizer and chat template, under
-~/.cache/instructforge/random-models/<name> (fp32 safetensors: 1.4-6.8 GB each).
+~/.cache/instructforge/random-models/<name>.bf16, in bfloat16 safetensors (0.7-3.4 GB each) as the
+published checkpoints are: loading converts them to fp32 in memory, as it does for a user's model
+(an fp32 file would be mapped from the page cache instead, and memory figures would differ).
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def random_model(name: str, root: Path | None = None) -> Path:
         root
         or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "instructforge" / "random-models"
     )
-    path = root / name
+    path = root / f"{name}.bf16"
     if (path / "model.safetensors").exists() or (path / "model.safetensors.index.json").exists():
         return path
     import torch
@@ -72,7 +74,7 @@ def random_model(name: str, root: Path | None = None) -> Path:
     from tasks.backends.embedded import embedded_model_dir
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(model_config(name), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(model_config(name), dtype=torch.bfloat16)
     partial = path.with_name(name + ".partial")
     model.save_pretrained(partial)
     AutoTokenizer.from_pretrained(embedded_model_dir()).save_pretrained(partial)

@@ -49,7 +49,7 @@ from transformers import AutoConfig  # noqa: E402
 from tasks.backends import GenerationParams  # noqa: E402
 from tasks.backends.embedded import embedded_model_dir  # noqa: E402
 from tasks.backends.engine import Request, RowSampler, cache_size, on_own_thread  # noqa: E402
-from tasks.backends.engine.matmul import bf16_refusal  # noqa: E402
+from tasks.backends.engine.matmul import bf16_refusal, kernel_products  # noqa: E402
 from tasks.backends.transformers_backend import TransformersBackend  # noqa: E402
 
 # the embedded model, with trained weights: where bf16's differences from fp32 are the ones users get
@@ -156,6 +156,9 @@ def run_model(name: str, prompts: int, new_tokens: int, naive_prompts: int, fp32
 
     reset_peak()
     fp32 = TransformersBackend(path, dtype="fp32")  # slots as a user gets them: as many as fit
+    # what the loaded model holds, and the KV cache's budget it leaves (cache_size.engine_budget)
+    row["fp32_loaded_rss_mb"] = round(resident_mb())
+    row["kv_budget_gb"] = round(fp32.engine.budget / 2**30, 1)
     chats = bench_prompts(prompts)
     ids = [fp32.tokenizer(fp32.render(p), add_special_tokens=False)["input_ids"] for p in chats]
     naive_tok_s, texts = on_own_thread(naive, fp32, chats[:naive_prompts], params)
@@ -218,7 +221,8 @@ def run_model(name: str, prompts: int, new_tokens: int, naive_prompts: int, fp32
     else:
         row["bf16"] = refusal
     length = row["cache_length"]
-    row["largest_slots_fp32"] = cache_size.largest_slots(config, length, "fp32", available)
+    kernel = kernel_products()  # fp32 through the C kernel holds each projection's weights once
+    row["largest_slots_fp32"] = cache_size.largest_slots(config, length, "fp32", available, kernel=kernel)
     row["largest_slots_bf16"] = cache_size.largest_slots(config, length, "bf16", available)
     row["available_gb"] = round(available / 2**30, 1)
     return row
@@ -275,6 +279,7 @@ def main() -> None:
         ("all work of ceiling", "fp32_work_of_ceiling"), ("prefill share", "prefill_share_of_time"),
         ("x naive", "fp32_speedup"), ("bf16 tok/s", "bf16_tok_s"), ("bf16/fp32", "bf16_over_fp32"),
         ("bf16 of fp32 ceiling", "bf16_of_fp32_ceiling"), ("bf16 differs", "bf16_differs"),
+        ("loaded MB fp32", "fp32_loaded_rss_mb"), ("KV budget GB", "kv_budget_gb"),
         ("peak MB fp32", "fp32_peak_rss_mb"),
         ("peak MB bf16", "bf16_peak_rss_mb"), ("most slots fp32", "largest_slots_fp32"),
         ("most slots bf16", "largest_slots_bf16"),

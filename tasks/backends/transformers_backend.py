@@ -8,6 +8,7 @@ other architectures go through `generate` in length-sorted, left-padded batches.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import Counter
@@ -18,7 +19,7 @@ from tasks.backends.embedded import EMBEDDED_MODEL, cache_root, embedded_model_d
 from tasks.backends.engine import Engine, Request, RowSampler, on_own_thread, supports
 from tasks.backends.engine.cache_size import check_fits
 from tasks.backends.engine.decode import SUPPORTED
-from tasks.backends.engine.matmul import WEIGHTS, bf16_refusal
+from tasks.backends.engine.matmul import WEIGHTS, bf16_refusal, kernel_products
 from tasks.pipeline.network import hub_reachable
 
 # Sequences decoding together on the engine; measured in bench/generation.py (README, "Speed").
@@ -88,7 +89,9 @@ def load_model(model: str, device: str | None = None, slots: int | None = None, 
     if weights and device == "cpu" and config.model_type in SUPPORTED:  # the engine's model
         if weights == "bf16" and bf16_refusal():
             raise ValueError(bf16_refusal())
-        check_fits(config, slots, weights, model)
+        # the C kernel is built (or loaded) here, before the model: it decides the weights' memory
+        kernel = weights == "fp32" and kernel_products(cache_root() / "kernels")
+        check_fits(config, slots, weights, model, kernel=kernel)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
         # fp32 on CPU (bf16 weights, where chosen, are made by the engine); bf16 on a GPU
@@ -221,7 +224,9 @@ class TransformersBackend:
         enc = self.tokenizer.pad({"input_ids": batch}, return_tensors="pt").to(self.device)
         sampling = params.temperature > 0
         torch.manual_seed(params.seed)
-        with torch.inference_mode():
+        # the engine's model has given its projections' weights to the engine: lent back meanwhile
+        lent = self.engine.module_weights() if self.engine is not None else contextlib.nullcontext()
+        with lent, torch.inference_mode():
             out = self.model.generate(
                 **enc,
                 max_new_tokens=params.max_new_tokens,

@@ -2,7 +2,7 @@
 results (fp32, summation order aside), with and without bias, for decode- and prefill-shaped
 inputs; a row's result does not depend on the other rows or the thread count; the SiLU step holds
 over the whole float range; `INSTRUCTFORGE_MATMUL=torch` and non-fp32 models keep the plain
-modules, and a CPU without AVX-512 gets oneDNN."""
+modules, a CPU without AVX-512 gets oneDNN, and a failed check gives back the weights packing took."""
 
 import types
 
@@ -171,6 +171,22 @@ def test_a_cpu_without_avx512_gets_onednn(layers, monkeypatch, plain_kernel):
     x = torch.randn(3, 64)
     with torch.inference_mode():
         torch.testing.assert_close(projections(layers[0], x), layers[0](x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_kernel_failing_its_check_gives_back_the_weights_it_took(layers, use, monkeypatch):
+    """Packing frees each module's weight as it goes; where the second product then disagrees
+    with F.linear, the modules get their exact weights back and run themselves."""
+    use("kernel", layers)  # skips where there is no kernel
+    want = [layer.weight.detach().clone() for layer in layers]
+    real = kernels.linear_pack
+    monkeypatch.setattr(kernels, "linear_pack", lambda lib, w: real(lib, w if w.shape[0] == 96 else -w))
+    model = types.SimpleNamespace(**vars(cpu_model()), get_output_embeddings=lambda: None)
+    projections = Projections(model, layers, take_weights=True)
+    assert projections.kernel is None and not projections.packed and not projections.freed
+    assert all(torch.equal(layer.weight, w) for layer, w in zip(layers, want))
+    x = torch.randn(3, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(projections(layers[0], x), layers[0](x), rtol=0, atol=0)
 
 
 def test_kernel_products_know_the_one_that_follows(use):

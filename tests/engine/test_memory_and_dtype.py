@@ -46,6 +46,8 @@ def test_the_estimate_counts_every_weight_from_the_config_alone(config, cls):
     loading, loaded = cache_size.weight_bytes(config, "fp32")
     loading16, loaded16 = cache_size.weight_bytes(config, "bf16")
     assert loaded16 < loading == 4 * sum(p.numel() for p in model.parameters()) < loaded  # + packed copy
+    # the C kernel's panels replace the projections' weights: the packed head is the one copy more
+    assert cache_size.weight_bytes(config, "fp32", kernel=True) == (loading, loading + 4 * 1000 * 64)
 
 
 def test_a_model_that_cannot_fit_is_refused_before_it_loads(monkeypatch):
@@ -63,12 +65,13 @@ def test_a_model_that_cannot_fit_is_refused_before_it_loads(monkeypatch):
 
 def test_too_many_slots_are_refused_with_the_most_that_fit(monkeypatch):
     config = LlamaConfig.from_pretrained(embedded_model_dir())
-    memory = cache_size.need_bytes(config, 100, cache_size.FIRST_LENGTH, "fp32")["total"] + 1
+    kernel = matmul.kernel_products()  # as the backend counts the weights on this CPU
+    memory = cache_size.need_bytes(config, 100, cache_size.FIRST_LENGTH, "fp32", kernel)["total"] + 1
     monkeypatch.setattr(cache_size, "available_memory", lambda: memory)
     with pytest.raises(ValueError, match=r"with 4096 slots .*at most 100 slots \(INSTRUCTFORGE_SLOTS=100\)"):
         TransformersBackend(EMBEDDED_MODEL, batch_size=4096)
-    assert cache_size.largest_slots(config, cache_size.FIRST_LENGTH, "fp32", memory) == 100
-    cache_size.check_fits(config, 100, "fp32", "m", memory)  # exactly what fits: no refusal
+    assert cache_size.largest_slots(config, cache_size.FIRST_LENGTH, "fp32", memory, kernel=kernel) == 100
+    cache_size.check_fits(config, 100, "fp32", "m", memory, kernel=kernel)  # exactly what fits: no refusal
 
 
 def test_the_kv_cache_budget_is_what_is_left_once_the_model_is_loaded(monkeypatch):
@@ -82,6 +85,32 @@ def test_the_kv_cache_budget_is_what_is_left_once_the_model_is_loaded(monkeypatc
     assert cache_size.engine_budget(cpu, config, 256) == one_slot  # never less than one slot
     monkeypatch.setenv("INSTRUCTFORGE_KV_CACHE_GB", "2")
     assert cache_size.engine_budget(cpu, config, 256) == 2 * GB  # the user's setting wins
+
+
+@pytest.mark.skipif(
+    not matmul.kernel_products(), reason="fp32 products run in oneDNN here (no AVX-512 or compiler)"
+)
+def test_fp32_weights_live_once_in_the_kernels_panels_and_are_lent_back_exactly(tmp_path):
+    reference = tiny(tmp_path, LlamaConfig(**SMALL, tie_word_embeddings=False), LlamaForCausalLM)
+    backend = TransformersBackend(str(tmp_path), batch_size=2)
+    linear, model = backend.engine.net.linear, backend.model
+    layer, want = model.model.layers[1], reference.model.layers[1]
+    assert layer.mlp.down_proj.weight.numel() == 0 and layer.self_attn.q_proj.weight.numel() == 0
+    assert torch.equal(model.lm_head.weight, reference.lm_head.weight)  # the head keeps its own
+    with backend.engine.module_weights(), backend.engine.module_weights():  # nested: one copy
+        assert torch.equal(layer.mlp.down_proj.weight, want.mlp.down_proj.weight)
+        assert torch.equal(layer.self_attn.k_proj.weight, want.self_attn.k_proj.weight)
+        assert linear._lent == 2
+    assert layer.mlp.down_proj.weight.numel() == 0 and linear._lent == 0  # freed again
+    params = GenerationParams(max_new_tokens=6, temperature=0.0)
+    ids = backend.tokenizer("The tide comes in", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        unbatched = reference.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)
+    assert backend._generate_hf([ids], params)[0].completion_tokens == 6  # generate runs on them
+    assert (
+        backend.generate(["The tide comes in"], params)[0].text
+        == backend.tokenizer.decode(unbatched[0, len(ids) :], skip_special_tokens=True).strip()
+    )
 
 
 def test_bf16_is_refused_with_a_reason_on_a_cpu_without_bf16(tmp_path, monkeypatch):

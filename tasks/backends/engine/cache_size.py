@@ -136,17 +136,20 @@ def parameter_counts(config) -> tuple[int, int, int]:
     return projections, head, vocab * hidden + (2 * layers + 1) * hidden
 
 
-def weight_bytes(config, weights: str) -> tuple[float, float]:
+def weight_bytes(config, weights: str, kernel: bool = False) -> tuple[float, float]:
     """(while loading, once loaded) bytes of the model's weights as the engine holds them. The
-    model loads in fp32; the engine then packs every projection and the vocabulary head once: fp32
-    keeps the model's weights beside the packed copy, bf16 packs them in half the bytes and frees
-    the fp32 projections (matmul.py)."""
+    model loads in fp32; the engine then packs every projection and the vocabulary head once:
+    bf16 packs them in half the bytes and frees the fp32 projections; fp32 through the C kernel
+    (`kernel`: `matmul.kernel_products()`) frees them too, its panels taking their place; fp32
+    through oneDNN keeps the model's weights beside the packed copy (matmul.py)."""
     projections, head, rest = parameter_counts(config)
     vocab_head = _dims(config)[6] * config.hidden_size
     fp32 = 4 * (projections + head + rest)
     if weights == "bf16":
         loaded = 2 * projections + 4 * (head + rest) + 2 * vocab_head
         return fp32 + 2 * projections, loaded
+    if kernel:
+        return fp32, fp32 + 4 * vocab_head
     return fp32, fp32 + 4 * (projections + vocab_head)
 
 
@@ -164,10 +167,10 @@ def per_token_bytes(config) -> int:
     return 2 * layers * kv_heads * head_dim * 4
 
 
-def need_bytes(config, slots: int, length: int, weights: str) -> dict[str, float]:
-    """What a run of `slots` slots of `length` positions needs: weights, KV cache, activations,
-    the process itself, and the total (the larger of loading and running)."""
-    loading, loaded = weight_bytes(config, weights)
+def need_bytes(config, slots: int, length: int, weights: str, kernel: bool = False) -> dict[str, float]:
+    """What a run of `slots` slots of `length` positions needs: weights (`weight_bytes`), KV
+    cache, activations, the process itself, and the total (the larger of loading and running)."""
+    loading, loaded = weight_bytes(config, weights, kernel)
     parts = {
         "weights": loaded,
         "kv_cache": float(per_token_bytes(config) * slots * length),
@@ -178,30 +181,35 @@ def need_bytes(config, slots: int, length: int, weights: str) -> dict[str, float
     return parts
 
 
-def largest_slots(config, length: int, weights: str, memory: float, most: int = 1 << 16) -> int:
+def largest_slots(
+    config, length: int, weights: str, memory: float, most: int = 1 << 16, kernel: bool = False
+) -> int:
     """The most slots of `length` positions whose run fits `memory` bytes (0: not even one)."""
     low, high = 0, most
     while low < high:
         mid = (low + high + 1) // 2
-        if need_bytes(config, mid, length, weights)["total"] <= memory:
+        if need_bytes(config, mid, length, weights, kernel)["total"] <= memory:
             low = mid
         else:
             high = mid - 1
     return low
 
 
-def check_fits(config, slots: int | None, weights: str, model: str, memory: float | None = None) -> None:
+def check_fits(
+    config, slots: int | None, weights: str, model: str, memory: float | None = None, kernel: bool = False
+) -> None:
     """Refuse (ValueError), before anything is loaded, a model (with `slots` slots of FIRST_LENGTH
     positions asked for explicitly; None: the fewest the engine starts with) that needs more memory
     than this machine has available: one line with the numbers and what to change. Where the
-    slot count was not asked for, the engine takes as many as fit (`engine_budget`)."""
+    slot count was not asked for, the engine takes as many as fit (`engine_budget`). `kernel`: as
+    `weight_bytes` takes it."""
     memory = available_memory() if memory is None else memory
     asked = slots or MIN_SLOTS
-    parts = need_bytes(config, asked, FIRST_LENGTH, weights)
+    parts = need_bytes(config, asked, FIRST_LENGTH, weights, kernel)
     if parts["total"] <= memory:
         return
     gb = 2**30
-    fits = largest_slots(config, FIRST_LENGTH, weights, memory, most=asked)
+    fits = largest_slots(config, FIRST_LENGTH, weights, memory, most=asked, kernel=kernel)
     if fits:
         fix = f"ask for at most {fits} slots (INSTRUCTFORGE_SLOTS={fits})"
     else:

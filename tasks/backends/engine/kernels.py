@@ -239,6 +239,12 @@ def linear_pack(lib, weight: torch.Tensor) -> torch.Tensor:
     return packed
 
 
+def linear_unpack(lib, packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """The [n, k] weight `linear_pack` made `packed` from, exactly (packing only moves values)."""
+    panel = lib.linear_packed_floats(1, 1)  # linear.c's panel width: one input, one padded panel
+    return packed.view(-1, k, panel).transpose(1, 2).reshape(-1, k)[:n].clone()
+
+
 def linear(
     lib,
     x: torch.Tensor,

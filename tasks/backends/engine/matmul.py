@@ -11,7 +11,9 @@ measures all three, and the machine's peak as the fastest (docs/engine.md has th
 `INSTRUCTFORGE_MATMUL=onednn` skips the kernel; `INSTRUCTFORGE_MATMUL=torch` keeps `F.linear`.
 oneDNN's packed ops are private torch API, used only where `private_ops` has checked them.
 
-Costs a second copy of the projection weights (0.5 GB for the 135M model).
+With the C kernel, each projection's own fp32 weight is freed once packed (the panels give it back
+exactly where transformers' `generate` runs the same model: `Projections.module_weights`); oneDNN's
+packed weights are a second copy (0.5 GB for the 135M model). The vocabulary head keeps its own.
 
 `weights="bf16"` (`INSTRUCTFORGE_DTYPE=bf16`, the backend's `dtype="bf16"`): the projections'
 weights are packed in bfloat16 for oneDNN and the fp32 ones freed (the vocabulary head's stay: it
@@ -30,8 +32,11 @@ torch's by at most an ulp or so.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +82,15 @@ def bf16_refusal() -> str | None:
     return None
 
 
+def kernel_products(build_dir=None) -> bool:
+    """Whether fp32 products run in the C kernel here: built (or loaded) now, cached in
+    `build_dir` (kernels.kernel), and not turned off by `INSTRUCTFORGE_MATMUL`."""
+    if os.environ.get("INSTRUCTFORGE_MATMUL", "").lower() in ("onednn", "torch"):
+        return False
+    lib = kernels.kernel(build_dir)
+    return lib is not None and bool(lib.linear_available())
+
+
 def pack(weight: torch.Tensor) -> torch.Tensor:
     """An `nn.Linear` weight [out, in] reordered once into oneDNN's blocked layout."""
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach())
@@ -101,12 +115,19 @@ class Projections:
     on CPU in fp32: the C kernel (`linear.c`) where the CPU has AVX-512, else oneDNN where torch has
     it, else the module itself. `INSTRUCTFORGE_MATMUL`: "onednn" skips the kernel, "torch" both."""
 
-    def __init__(self, model, modules: list[torch.nn.Module], weights: str = "fp32") -> None:
+    def __init__(
+        self, model, modules: list[torch.nn.Module], weights: str = "fp32", take_weights: bool = False
+    ) -> None:
+        """`take_weights`: the C kernel's panels replace the modules' own fp32 weights (freed once
+        packed, lent back by `module_weights`); the vocabulary head keeps its own."""
         self.packed: dict[torch.nn.Module, torch.Tensor] = {}
         self.kernel = None  # the C library, when it does the products
         self.following: dict[torch.nn.Module, kernels.NextWeights] = {}
         self.bf16 = weights == "bf16" and model.device.type == "cpu"  # on a GPU the model is bf16
         self.biases: dict[torch.nn.Module, torch.Tensor] = {}  # bf16 mode: each bias, fp32
+        self.freed: list[torch.nn.Module] = []  # fp32 modules whose own weight went (`module_weights`)
+        self._lent = 0  # callers inside `module_weights`
+        self._lending = threading.Lock()
         choice = os.environ.get("INSTRUCTFORGE_MATMUL", "").lower()
         if self.bf16:
             self._pack_bf16(model, modules)
@@ -115,18 +136,29 @@ class Projections:
             return
         lib = kernels.kernel() if choice != "onednn" else None
         linears = [module for module in modules if isinstance(module, torch.nn.Linear)]
+        head = model.get_output_embeddings() if take_weights else None
         try:
             with torch.inference_mode():
                 if lib is not None and lib.linear_available():
                     self.kernel = lib
-                    self.packed = {module: kernels.linear_pack(lib, module.weight) for module in linears}
+                    packer = functools.partial(kernels.linear_pack, lib)
                 elif onednn_available():
-                    self.packed = {module: pack(module.weight) for module in linears}
-                if not all(self._agrees(module) for module in list(self.packed)[:2]):
-                    raise RuntimeError("packed results differ from F.linear")
+                    packer = pack
+                else:
+                    packer = None
+                for i, module in enumerate(linears if packer is not None else ()):
+                    self.packed[module] = packer(module.weight)
+                    if i < 2 and not self._agrees(module):
+                        raise RuntimeError("packed results differ from F.linear")
+                    # linear.c's panels give the weight back exactly (`module_weights`): the
+                    # module's copy goes as soon as they are made, so loading never holds two
+                    # copies of more than one weight. Not the head's: often the input embedding.
+                    if take_weights and self.kernel is not None and module is not head:
+                        self._free(module)
         except RuntimeError as err:  # an op this torch build lacks or refuses: the plain modules
             log.debug("packed weights unavailable (%s): projections use F.linear", err)
-            self.packed, self.kernel = {}, None
+            self._restore()
+            self.packed, self.kernel, self.freed = {}, None, []
         # `modules` come in the order a forward pass runs them: the kernel prefetches the next
         # product's first weights while it finishes the current one
         order = [module for module in linears if module in self.packed]
@@ -134,6 +166,35 @@ class Projections:
             module: kernels.NextWeights(self.packed[after], after.out_features, after.in_features)
             for module, after in zip(order, order[1:])
         }
+
+    def _free(self, module: torch.nn.Module) -> None:
+        module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+        self.freed.append(module)
+
+    def _restore(self) -> None:
+        for module in self.freed:
+            n, k = module.out_features, module.in_features
+            weight = kernels.linear_unpack(self.kernel, self.packed[module], n, k)
+            module.weight = torch.nn.Parameter(weight, requires_grad=False)
+
+    @contextlib.contextmanager
+    def module_weights(self):
+        """The fp32 modules' own weights for the duration (rebuilt exactly from the panels, then
+        freed again), for code that runs the model's modules rather than the engine: transformers'
+        `generate` on the same model. Nested and concurrent uses share one copy."""
+        with self._lending:
+            if self._lent == 0:
+                with torch.inference_mode():
+                    self._restore()
+            self._lent += 1
+        try:
+            yield
+        finally:
+            with self._lending:
+                self._lent -= 1
+                if self._lent == 0:
+                    for module in self.freed:
+                        module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
 
     def _pack_bf16(self, model, modules: list[torch.nn.Module]) -> None:
         """Every projection's weight packed in bf16 for oneDNN; the layers' fp32 weights freed."""
