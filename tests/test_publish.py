@@ -8,6 +8,7 @@ import datasets
 import pytest
 import yaml
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.sorting import ArtifactSort
 
 from flows.instruct import instruct
 from tasks.backends.fake import prompt_text
@@ -63,8 +64,11 @@ def test_a_refresh_with_new_seeds_computes_only_their_rows(tmp_path, fake):
 
 def test_a_run_shows_progress_samples_and_report_in_the_ui(tmp_path, fake):
     instruct(**SMALL, output_dir=tmp_path / "out")
-    with get_client(sync_client=True) as client:
-        keys = {a.key: a for a in client.read_artifacts()}
+    with get_client(sync_client=True) as client:  # the worker's server also holds earlier tests' runs
+        newest_first = client.read_artifacts(sort=ArtifactSort.CREATED_DESC)
+    keys = {}
+    for artifact in newest_first:
+        keys.setdefault(artifact.key, artifact)  # this run's: the newest of each key
     assert {"instruct-progress", "instruct-sample", "instruct-report"} <= set(keys)
     assert keys["instruct-progress"].data == 100.0
     assert "rows" in keys["instruct-report"].data
