@@ -7,8 +7,9 @@ instruction without the passage, so such a row teaches a model to answer a quest
 understand. The checks below are lexical and aim at precision (rather let a vague question through
 than drop a self-contained one); each names one way a question points outside itself:
 
-- it refers to the source ("the text", "the passage", "mentioned above"), or to an input it does
-  not carry ("Compare the books in the list.");
+- it refers to the source ("the text", "the passage", "mentioned above"), to an input it does
+  not carry ("Compare the books in the list."), or to an earlier turn of a conversation that a
+  single instruction never had ("You're referring to the Earth's rotation...", "as you mentioned");
 - its opening clause uses a demonstrative ("this treaty", "these cells", "those routes"), or a
   later clause speaks of "this process" when no process was named before it;
 - its opening clause's subject is a pronoun ("What type of vaccine is it?", "How does it work?"),
@@ -69,6 +70,13 @@ _SOURCE = re.compile(
     r"(?:text|passage|article|paragraph|excerpt|document|"
     r"author|context(?!\s+of))\b|\b(?:mentioned|described|discussed|stated|given|shown)\s+"
     r"(?:above|below|here|earlier|in\s+the)\b|\baccording\s+to\s+the\b",
+    re.IGNORECASE,
+)
+# "You're referring to...", "as you mentioned": a reply to a conversation the row does not have
+_EARLIER_TURN = re.compile(
+    r"\byou(?:'re|\s+are|\s+were)\s+(?:referring|talking)\b|\byou(?:'ve|\s+have)?\s+"
+    r"(?:mentioned|said|described|asked|noted)\b|\bas\s+(?:we|you)\s+(?:discussed|saw|said|mentioned)\b|"
+    r"\byour\s+(?:previous|earlier|last)\s+(?:question|answer|message|point)\b",
     re.IGNORECASE,
 )
 # "Compare the books in the list.": an input the instruction points at but does not carry (one that
@@ -163,7 +171,7 @@ def _main_clause_pronoun(text: str) -> bool:
 
 def needs_context(text: str) -> str | None:
     """`needs_context` when `text` cannot be understood without its source passage, else None."""
-    if _SOURCE.search(text) or _DEMONSTRATIVE.search(_opening_clause(text)):
+    if _SOURCE.search(text) or _EARLIER_TURN.search(text) or _DEMONSTRATIVE.search(_opening_clause(text)):
         return "needs_context"
     for match in _DEMONSTRATIVE_NOUN.finditer(text):  # "this process" with no process named before
         before, noun = match.group(1).lower(), match.group(2).lower()
