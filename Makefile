@@ -25,10 +25,10 @@ run: setup
 # Two workers, one test file each at a time: many tests wait on subprocesses, servers and retries.
 # The workers share the cores, so torch's waiting threads sleep rather than spin (OMP_WAIT_POLICY).
 test: setup lint
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder $(ARGS)
 
 test-fast: setup
-	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" $(ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow" $(ARGS)
 
 # Lint runs before the tests (CI's `make test`); ruff is pinned so a new release cannot fail CI.
 lint: setup

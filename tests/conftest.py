@@ -1,11 +1,13 @@
 """Shared fixtures: one Prefect test server per session, a private result store per test, the
-fake backend with its call log cleared, and the C kernels built for a plainer CPU."""
+fake backend with its call log cleared, and the C kernels built for a plainer CPU; and the order
+files are handed to the workers in."""
 
 import os
 import platform
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,17 @@ from prefect.testing.utilities import prefect_test_harness
 from tasks.backends import get_backend
 from tasks.backends.engine import kernels
 from tasks.backends.fake import fake_text
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with `long` tests first, the most first: `--dist loadfile` hands files to the workers
+    in collection order (the Makefile turns off xdist's reordering by test count, which put files
+    of one or two long tests last, leaving the other worker idle for minutes at the end)."""
+    long = Counter(item.path for item in items if item.get_closest_marker("long"))
+    first = {}
+    for i, item in enumerate(items):
+        first.setdefault(item.path, i)
+    items.sort(key=lambda item: (-long[item.path], first[item.path]))
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,7 @@ def stop_flow_runs(api: str) -> None:
                 os.killpg(int(pid), signal.SIGKILL)
 
 
+@pytest.mark.long
 def test_a_failing_deployment_run_sends_the_alert(server, receiver, tmp_path):  # noqa: F811
     url, posted = receiver
     command = [sys.executable, "-m", "tasks.alerts", "--webhook", url, "--stuck-after", "60"]
@@ -74,6 +75,7 @@ def test_a_failing_deployment_run_sends_the_alert(server, receiver, tmp_path):  
     assert "daily-refresh" in posted[0]["text"] and "Failed" in posted[0]["text"]
 
 
+@pytest.mark.long
 def test_a_run_still_running_past_the_limit_sends_the_stuck_alert(server, receiver, tmp_path):  # noqa: F811
     url, posted = receiver
     command = [sys.executable, "-m", "tasks.alerts", "--webhook", url, "--stuck-after", "0.2"]  # 12 s

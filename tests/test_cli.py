@@ -75,6 +75,7 @@ def test_bad_input_ends_in_a_clear_error_before_any_run(args, message, tmp_path)
     assert not (tmp_path / "prefect.db").exists()  # no Prefect run was even started
 
 
+@pytest.mark.long
 def test_a_successful_run_is_clean(tmp_path):
     env = {"PREFECT_HOME": str(tmp_path / "home")}
     out = tmp_path / "out"

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_soak_with_faults_and_a_killed_worker_then_a_rerun_from_the_cache(tmp_path):
     """30% of calls fail, a worker is killed with kill -9 mid-run and restarted; the dataset equals
     a fault-free run's, and the same command again (on the restarted, fresh worker too) makes no

@@ -36,6 +36,7 @@ def wait_for(proc, trigger: str, limit: float = 240) -> list[str]:
     return seen
 
 
+@pytest.mark.long
 def test_the_temporary_server_ends_with_a_killed_run(tmp_path):
     env = {k: v for k, v in cli_env(tmp_path / "results").items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "home")

@@ -59,6 +59,7 @@ def prefect(env, *args, cwd=ROOT):
     return result.stdout
 
 
+@pytest.mark.long
 def test_deploy_trigger_and_watch_a_run(server, tmp_path):
     prefect(server, "work-pool", "create", "instructforge", "--type", "process")
     deployed = prefect(server, "--no-prompt", "deploy", "--all")

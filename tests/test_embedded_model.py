@@ -40,6 +40,7 @@ def test_generation_stops_at_end_of_turn_and_stop_strings(model):
 
 
 @pytest.mark.usefixtures("prefect_server")
+@pytest.mark.long
 def test_instruct_flow_on_the_embedded_model(tmp_path, model):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text(

@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 PASSAGES = Path(__file__).resolve().parents[1] / "bench" / "passages" / "other_domains.jsonl"
 
 
+@pytest.mark.long
 def test_every_passage_gets_its_rows_and_every_row_passes_the_filters(tmp_path):
     seeds = tmp_path / "seeds.jsonl"
     lines = open(PASSAGES).read().splitlines()

@@ -26,6 +26,7 @@ def accounted(summary):
     return summary["rows_per_stage"]["magpie"] + dropped == summary["attempted"]
 
 
+@pytest.mark.long
 def test_single_and_two_turn_rows_on_the_embedded_model(tmp_path):
     one = magpie(num_rows=4, output_dir=tmp_path / "one", **SMALL)
     assert one["rows"] == 4 and accounted(one)

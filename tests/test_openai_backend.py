@@ -96,6 +96,7 @@ def sent(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
+@pytest.mark.long
 def test_magpie_through_transformers_serve_gives_the_local_backends_rows(served_model, sent, tmp_path):
     model_dir = served_model.split("#", 1)[1]
     out = tmp_path / "s"
@@ -119,6 +120,7 @@ def test_magpie_through_transformers_serve_gives_the_local_backends_rows(served_
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_server")
+@pytest.mark.long
 def test_two_turn_magpie_through_transformers_serve(served_model, sent, tmp_path):
     system = "You are a helpful assistant."
     summary = magpie(

@@ -104,6 +104,7 @@ def test_kill_and_resume(tmp_path, clean_run, trigger):
     assert not list(tmp_path.glob(".out.*"))  # no leftovers from the killed save
 
 
+@pytest.mark.long
 def test_two_concurrent_runs_share_one_result_store(tmp_path, clean_run):
     storage, log = tmp_path / "results", tmp_path / "calls.jsonl"
     procs = [
@@ -127,6 +128,7 @@ def test_two_concurrent_runs_share_one_result_store(tmp_path, clean_run):
     assert rows_of(tmp_path / "c") == rows_of(tmp_path / "a")
 
 
+@pytest.mark.long
 def test_transient_faults_are_retried_to_a_complete_dataset(tmp_path):
     flaky = get_backend("fake", "fake?fail_rate=0.3")
     flaky.calls.clear()
@@ -140,6 +142,7 @@ def test_transient_faults_are_retried_to_a_complete_dataset(tmp_path):
     assert summary["rows"] == steady["rows"]
 
 
+@pytest.mark.long
 def test_permanent_failures_are_recorded_and_retried_next_run(tmp_path):
     model = "fake?fail_on=waggle"
     broken = get_backend("fake", model)

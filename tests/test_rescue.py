@@ -12,6 +12,7 @@ from tasks.backends import get_backend
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
+@pytest.mark.long
 def test_a_fully_rescued_batch_is_not_recomputed(tmp_path, fake, monkeypatch):
     generate = fake.generate
 
@@ -32,6 +33,7 @@ def test_a_fully_rescued_batch_is_not_recomputed(tmp_path, fake, monkeypatch):
     assert rows[0] == rows[1] and second["rows"] == first["rows"]
 
 
+@pytest.mark.long
 def test_a_rerun_after_a_partial_rescue_asks_only_for_the_row_that_failed(tmp_path):
     model = "fake?fail_on=waggle"
     broken = get_backend("fake", model)

@@ -26,6 +26,7 @@ RUNS = {
 }
 
 
+@pytest.mark.long
 def test_every_flow_run_page_shows_its_artifacts(server, tmp_path):  # noqa: F811
     api = server["PREFECT_API_URL"]
     for flow, args in RUNS.items():
@@ -52,6 +53,7 @@ def test_every_flow_run_page_shows_its_artifacts(server, tmp_path):  # noqa: F81
     assert sorted(flow_names[r["flow_id"]] for r in runs) == sorted(RUNS), json.dumps(runs)[:500]
 
 
+@pytest.mark.long
 def test_the_grouped_parameter_form_and_the_run_graph(server, tmp_path):  # noqa: F811
     """A deployment's run form draws each parameter group as a section of fields; a run's page draws
     the graph whose edges tests/test_flow_instruct.py reads through the API. UI_SCREENSHOTS=docs
