@@ -53,7 +53,7 @@ from prompt_set import bench_prompts  # noqa: E402
 
 from tasks.backends import GenerationParams, get_backend
 from tasks.backends.embedded import EMBEDDED_MODEL, cache_root  # noqa: E402
-from tasks.backends.engine import kernels  # noqa: E402
+from tasks.backends.engine import cache_size, kernels  # noqa: E402
 from tasks.backends.engine.matmul import onednn_available, pack, packed_linear  # noqa: E402
 from tasks.backends.engine.threads import on_own_thread  # noqa: E402
 from tasks.magpie import pre_query_template  # noqa: E402
@@ -181,7 +181,8 @@ def main() -> None:
         backend.engine.refill = max(1, args.slots // 8)
     prompts = bench_prompts(args.prompts)
     params = GenerationParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
-    params_count = sum(p.numel() for p in backend.model.parameters())  # tied weights count once
+    # from the config: the engine has taken the projections' weights off the modules (matmul.py)
+    params_count = sum(cache_size.parameter_counts(backend.model.config))  # a tied head once
     flops_per_token = 2 * params_count
 
     # Torch work off the engine runs on threads that end (tasks/backends/engine/threads.py): a thread that
