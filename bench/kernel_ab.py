@@ -40,36 +40,44 @@ def step_products(name: str) -> list[tuple[int, int]]:
     return [(q + 2 * kv, h), (h, q), (2 * i, h), (h, i)]
 
 
-def compare(libs: dict[str, object], name: str, rows: int, rounds: int) -> dict[str, float]:
-    """GFLOP/s of each library over `rounds` interleaved decode steps' products."""
-    first = next(iter(libs.values()))
-    layers = model_config(name).num_hidden_layers
-    packed = [
-        (kernels.linear_pack(first, torch.randn(n, k)), n, k)
-        for _ in range(layers)
-        for n, k in step_products(name)
-    ]
-    inputs = {k: torch.randn(rows, k) for _, _, k in packed}
-    outputs = {n: torch.empty(rows, n) for _, n, _ in packed}
-    threads = torch.get_num_threads()
+class StepProducts:
+    """Every layer's products of a decode step of `name` at `rows` rows, weights packed by `lib`
+    (random: their values do not change the time), each layer's its own, so they come from memory."""
 
-    def step(lib) -> float:
-        start = time.perf_counter()
+    def __init__(self, lib, name: str, rows: int) -> None:
+        layers = model_config(name).num_hidden_layers
+        self.packed = [
+            (kernels.linear_pack(lib, torch.randn(n, k)), n, k)
+            for _ in range(layers)
+            for n, k in step_products(name)
+        ]
+        self.rows = rows
+        self.inputs = {k: torch.randn(rows, k) for _, _, k in self.packed}
+        self.outputs = {n: torch.empty(rows, n) for _, n, _ in self.packed}
+        self.flops = sum(2 * rows * n * k for _, n, k in self.packed)
+
+    def seconds(self, lib) -> float:
+        """One step's products through `lib`, each naming the next (as the engine does)."""
+        packed, threads, start = self.packed, torch.get_num_threads(), time.perf_counter()
         for j, (weight, n, k) in enumerate(packed):
             then = packed[j + 1] if j + 1 < len(packed) else None
             lib.linear(
-                inputs[k].data_ptr(), weight.data_ptr(), None, None, outputs[n].data_ptr(), rows, k, n, 0,
-                threads, then[0].data_ptr() if then else None, then[1] if then else 0, then[2] if then else 0,
+                self.inputs[k].data_ptr(), weight.data_ptr(), None, None, self.outputs[n].data_ptr(),
+                self.rows, k, n, 0, threads, then[0].data_ptr() if then else None,
+                then[1] if then else 0, then[2] if then else 0,
             )  # fmt: skip
         return time.perf_counter() - start
 
+
+def compare(libs: dict[str, object], name: str, rows: int, rounds: int) -> dict[str, float]:
+    """GFLOP/s of each library over `rounds` interleaved decode steps' products."""
+    step = StepProducts(next(iter(libs.values())), name, rows)
     names = list(libs)
     seconds = dict.fromkeys(names, 0.0)
     for r in range(rounds):
         for which in names if r % 2 == 0 else names[::-1]:
-            seconds[which] += step(libs[which])
-    flops = sum(2 * rows * n * k for _, n, k in packed) * rounds
-    return {which: flops / s / 1e9 for which, s in seconds.items()}
+            seconds[which] += step.seconds(libs[which])
+    return {which: step.flops * rounds / s / 1e9 for which, s in seconds.items()}
 
 
 def main() -> None:
