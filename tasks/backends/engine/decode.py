@@ -144,9 +144,8 @@ class SlotModel:
         if on_cpu:
             keep_freed_memory()  # activations reuse freed memory instead of faulting in new pages
         self.kernel = kernels.kernel() if on_cpu else None
-        self.linear = Projections(
-            model, [*_projections(self.body.layers), model.lm_head], weights, take_weights=True
-        )
+        modules = [*_projections(self.body.layers), model.lm_head]
+        self.linear = Projections(model, modules, weights, take_weights=True)
         head = model.lm_head
         # Without oneDNN's packed weights, fp32 logits go into one kept buffer: a fresh [256, 49k]
         # output (50 MB) is a fresh mapping every step, and its page faults slow the head down.

@@ -110,6 +110,10 @@ def packed_linear_with(
     return torch.ops.mkldnn._linear_pointwise.binary(x, other, packed, bias, op)
 
 
+def _drop_weight(module: torch.nn.Module) -> None:
+    module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+
+
 class Projections:
     """`self(module, x)` = `module(x)` for the model's `nn.Linear` modules, through packed weights
     on CPU in fp32: the C kernel (`linear.c`) where the CPU has AVX-512, else oneDNN where torch has
@@ -168,7 +172,7 @@ class Projections:
         }
 
     def _free(self, module: torch.nn.Module) -> None:
-        module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+        _drop_weight(module)
         self.freed.append(module)
 
     def _restore(self) -> None:
@@ -194,7 +198,7 @@ class Projections:
                 self._lent -= 1
                 if self._lent == 0:
                     for module in self.freed:
-                        module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+                        _drop_weight(module)
 
     def _pack_bf16(self, model, modules: list[torch.nn.Module]) -> None:
         """Every projection's weight packed in bf16 for oneDNN; the layers' fp32 weights freed."""
@@ -212,7 +216,7 @@ class Projections:
                 if not self._agrees_bf16(module):
                     raise RuntimeError(f"bf16 products differ from F.linear on {module}")
                 if module is not head:  # subtle: the head's weight is often the input embedding too
-                    module.weight = torch.nn.Parameter(torch.empty(0), requires_grad=False)
+                    _drop_weight(module)
 
     def _run_bf16(self, module, x, op: str, other, out) -> torch.Tensor:
         """The bf16 product (see the module docstring), then `op` in fp32."""

@@ -83,8 +83,7 @@ class Engine:
         self.stats = {"steps": 0, "row_steps": 0, "prefill_tokens": 0, "decode_s": 0.0, "prefill_s": 0.0}
 
     def module_weights(self):
-        """A context in which the model's own modules run again (transformers' `generate` on the
-        same model): the projections' weights, given to the engine's kernels, lent back."""
+        """A context in which the model's modules run again, their weights lent back (matmul.py)."""
         return self.net.linear.module_weights()
 
     def submit(self, requests: list[Request]) -> list[Future]:
