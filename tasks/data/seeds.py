@@ -163,10 +163,10 @@ def _dataset_records(source: str) -> list[dict[str, Any]]:
     if Path(source).is_dir():
         data = _saved_dataset(Path(source))
     else:
-        # huggingface_hub logs each retry of a failed request twice (its handler and the root's);
-        # the error below says what failed and what to do instead.
         if not hub_reachable() and not _cached(source):  # the same error, without ~25 s of retries
             raise _hub_error(source, ConnectionError(f"{source}: the Hub cannot be reached"))
+        # huggingface_hub logs each retry of a failed request twice (its handler and the root's);
+        # the error below says what failed and what to do instead.
         hub_logger = logging.getLogger("huggingface_hub")
         level = hub_logger.level
         hub_logger.setLevel(logging.ERROR)

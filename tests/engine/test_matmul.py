@@ -165,7 +165,7 @@ def test_kernel_writes_into_a_given_output(use):
 def test_a_cpu_without_avx512_gets_onednn(layers, monkeypatch, plain_kernel):
     """The kernel library built without AVX-512 says so, and the projections take oneDNN."""
     assert plain_kernel.linear_available() == 0
-    monkeypatch.setattr(kernels, "kernel", lambda: plain_kernel)
+    monkeypatch.setattr(kernels, "kernel", lambda build_dir=None: plain_kernel)
     projections = Projections(cpu_model(), layers)
     assert projections.kernel is None
     x = torch.randn(3, 64)

@@ -138,14 +138,13 @@ class Projections:
             return
         if model.device.type != "cpu" or model.dtype != torch.float32 or choice == "torch":
             return
-        lib = kernels.kernel() if choice != "onednn" else None
         linears = [module for module in modules if isinstance(module, torch.nn.Linear)]
         head = model.get_output_embeddings() if take_weights else None
         try:
             with torch.inference_mode():
-                if lib is not None and lib.linear_available():
-                    self.kernel = lib
-                    packer = functools.partial(kernels.linear_pack, lib)
+                if kernel_products():
+                    self.kernel = kernels.kernel()
+                    packer = functools.partial(kernels.linear_pack, self.kernel)
                 elif onednn_available():
                     packer = pack
                 else:
