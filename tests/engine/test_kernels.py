@@ -85,6 +85,41 @@ def test_a_shared_prefix_is_read_from_its_own_buffer(build, dim, request):
     assert torch.equal(run(hot), plain)
 
 
+@pytest.mark.parametrize("dim", [64, 12])
+@pytest.mark.parametrize("build", ["kernel", "plain_kernel"])
+def test_a_bf16_cache_gives_the_fp32_result_on_its_widened_values(build, dim, request):
+    """A bf16 cache (and bf16 kept prefixes): the step's key and value are stored rounded exactly
+    as torch rounds them (ties to even), and the result is bit-identical to the fp32 kernel's on
+    the same values widened to fp32, shared prefixes and all."""
+    kernel = request.getfixturevalue(build)
+    generator = torch.Generator().manual_seed(2)
+    layers, layer, kv_heads, heads, slots, length = 2, 1, 2, 6, 4, 40
+    keys, values = (torch.randn(layers, slots, kv_heads, length, dim, generator=generator) for _ in range(2))
+    prefix = attention.KeptPrefix(*(torch.randn(layers, kv_heads, 7, dim, generator=generator) for _ in "kv"))
+    q = torch.randn(3, heads, 1, dim, generator=generator)
+    k, v = (torch.randn(3, kv_heads, 1, dim, generator=generator) for _ in range(2))
+    k[0, 0, 0, :3] = torch.tensor([1 + 2**-8, 1 + 3 * 2**-8, -(2 + 2**-7)])  # halfway: ties to even
+    lengths = torch.tensor([9, 33, 17])
+    rows = [prefix, None, prefix]
+
+    def run(dtype, k, v):
+        cache_k, cache_v = (part[layer].to(dtype) for part in (keys, values))
+        kept = attention.KeptPrefix(prefix.keys.to(dtype), prefix.values.to(dtype))
+        hot = attention.Hot([kept if p else None for p in rows])
+        got = attention.decode_attention(kernel, q, k, v, cache_k, cache_v, lengths, 0.125, hot, layer)
+        return got, cache_k, cache_v
+
+    got, cache_k, cache_v = run(torch.bfloat16, k, v)
+    for i, at in enumerate((lengths - 1).tolist()):
+        assert torch.equal(cache_k[i, :, at], k[i, :, 0].bfloat16())
+        assert torch.equal(cache_v[i, :, at], v[i, :, 0].bfloat16())
+    assert cache_k[0, 0, 8, :3].tolist() == [1.0, 1 + 2**-6, -2.0]
+    keys, values = keys.bfloat16().float(), values.bfloat16().float()
+    prefix = attention.KeptPrefix(prefix.keys.bfloat16().float(), prefix.values.bfloat16().float())
+    want, _, _ = run(torch.float32, k.bfloat16().float(), v.bfloat16().float())
+    assert torch.equal(got, want)
+
+
 def test_far_apart_scores_give_zero_weight_not_nan(kernel):
     """Scores 100+ below the largest (exp underflows) weigh nothing; the largest weighs 1."""
     keys = torch.zeros(1, 1, 16, 8)

@@ -1,8 +1,8 @@
 """What the engine holds in memory and in which precision: the estimate counts a model's weights
 exactly from its config, a model or slot count that cannot fit is refused before anything loads
 (one line, with the numbers and what to change), the KV cache stays within the memory left; and
-bf16 weights (INSTRUCTFORGE_DTYPE=bf16) stay within bf16's rounding of fp32, free the fp32
-projections, and are refused with a reason on a CPU without native bf16."""
+bf16 weights (INSTRUCTFORGE_DTYPE=bf16), with their bf16 KV cache, stay within bf16's rounding of
+fp32, free the fp32 projections, and are refused with a reason on a CPU without native bf16."""
 
 import pytest
 import torch
@@ -43,6 +43,9 @@ def test_the_estimate_counts_every_weight_from_the_config_alone(config, cls):
     model = cls(config)
     assert sum(cache_size.parameter_counts(config)) == sum(p.numel() for p in model.parameters())
     assert cache_size.per_token_bytes(config) == SlotCache.bytes_per_token(model)
+    # bf16 weights keep a bf16 cache: half the bytes a position
+    bf16 = SlotCache.bytes_per_token(model, torch.bfloat16)
+    assert cache_size.per_token_bytes(config, "bf16") == bf16 == cache_size.per_token_bytes(config) // 2
     loading, loaded = cache_size.weight_bytes(config, "fp32")
     loading16, loaded16 = cache_size.weight_bytes(config, "bf16")
     assert loaded16 < loading == 4 * sum(p.numel() for p in model.parameters()) < loaded  # + packed copy
@@ -151,3 +154,32 @@ def test_bf16_weights_give_fp32s_logits_within_bf16_rounding(tmp_path, monkeypat
         ["Once upon a time", "1 2 3"], GenerationParams(max_new_tokens=8, temperature=0.0)
     )
     assert all(g.completion_tokens == 8 for g in gens)
+    assert net.kv_dtype == backend.engine.cache.k.dtype == torch.bfloat16
+
+
+@pytest.mark.skipif(matmul.bf16_refusal() is not None, reason="this CPU has no native bf16")
+@pytest.mark.parametrize("attention", ["kernel", "torch"])
+def test_decode_steps_read_the_bf16_cache_within_bf16_rounding(tmp_path, monkeypatch, attention):
+    """Prefill writes the prompt's keys and values into the bf16 cache and each decode step reads
+    them back (the C kernel, or torch's attention where there is no compiler): the step's logits
+    are the fp32 model's on the whole sequence, within bf16's rounding."""
+    reference = tiny(tmp_path, LlamaConfig(**SMALL), LlamaForCausalLM)
+    backend = TransformersBackend(str(tmp_path), batch_size=2, dtype="bf16")
+    net = backend.engine.net
+    if attention == "torch":
+        monkeypatch.setattr(net, "kernel", None)  # as SlotModel is made without a compiler
+        monkeypatch.setattr(net, "norm_kernel", False)
+    elif net.kernel is None:
+        pytest.skip("no C compiler here")
+    ids = torch.stack([torch.arange(20, 27), torch.arange(300, 370, 10)])  # two prompts of 7 tokens
+    with torch.inference_mode():
+        cache = SlotCache(backend.model, 2, 64, zeroed=attention == "torch", dtype=net.kv_dtype)
+        lengths = torch.tensor([ids.shape[1]] * 2)
+        net.prefill(cache, 0, ids, lengths)
+        for step, token in enumerate(([11, 12], [13, 14])):
+            got = net.decode(cache, torch.tensor(token), lengths + step).clone()
+            ids = torch.cat([ids, torch.tensor(token)[:, None]], dim=1)
+            want = reference(ids).logits[:, -1]
+            error = float((got - want).norm() / want.norm())
+            assert 0 < error < 0.03, (step, error)
+    assert cache.k.dtype == torch.bfloat16

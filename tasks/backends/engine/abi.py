@@ -23,8 +23,8 @@ class Signature(NamedTuple):
 S = Signature  # short, for the table below
 SIGNATURES: dict[str, Signature] = {
     # q, k, v, new_k, new_v, len, out, hot_k, hot_v, hot_len; layer, n, kv_heads, groups, dim,
-    # slot_stride, head_stride, max_len; scale, threads
-    "decode_attention": S(INT, [PTR] * 10 + [I64] * 8 + [F32, INT]),
+    # slot_stride, head_stride, max_len; scale, bf16, threads
+    "decode_attention": S(INT, [PTR] * 10 + [I64] * 8 + [F32, INT, INT]),
     # x, weight, out; rows, width; eps, threads
     "rms_norm": S(None, [PTR] * 3 + [I64] * 2 + [F32, INT]),
     # q, k, cos, sin; rows, heads, kv_heads, dim; threads

@@ -46,7 +46,7 @@ def budget(device: torch.device) -> float:
         return 3 * 2**30
 
 
-def engine_budget(device: torch.device, config, slots: int) -> float:
+def engine_budget(device: torch.device, config, slots: int, weights: str = "fp32") -> float:
     """`budget(device)`, and on CPU (unless `INSTRUCTFORGE_KV_CACHE_GB` sets it) no more than the
     memory still available with the model loaded, less a step's activations: measured once, when
     the engine starts, so the cache never grows into memory the machine does not have."""
@@ -54,7 +54,7 @@ def engine_budget(device: torch.device, config, slots: int) -> float:
     if device.type != "cpu" or os.environ.get("INSTRUCTFORGE_KV_CACHE_GB"):
         return most
     left = available_memory() - activation_bytes(config, slots) - _SPARE_BYTES
-    return max(min(most, left), per_token_bytes(config) * FIRST_LENGTH)
+    return max(min(most, left), per_token_bytes(config, weights) * FIRST_LENGTH)
 
 
 def plan(
@@ -161,10 +161,11 @@ def activation_bytes(config, slots: int) -> float:
     return 4 * (rows * (6 * hidden + 3 * inter) + max(slots, 64) * vocab + heads * _PREFILL_POSITIONS**2)
 
 
-def per_token_bytes(config) -> int:
-    """The KV cache's bytes per position (fp32 keys and values, every layer): SlotCache's."""
+def per_token_bytes(config, weights: str = "fp32") -> int:
+    """The KV cache's bytes per position (keys and values, every layer) on CPU: SlotCache's, fp32,
+    or bf16 with bf16 weights (SlotModel.kv_dtype)."""
     _, _, layers, _, kv_heads, head_dim, _ = _dims(config)
-    return 2 * layers * kv_heads * head_dim * 4
+    return 2 * layers * kv_heads * head_dim * (2 if weights == "bf16" else 4)
 
 
 def need_bytes(config, slots: int, length: int, weights: str, kernel: bool = False) -> dict[str, float]:
@@ -173,7 +174,7 @@ def need_bytes(config, slots: int, length: int, weights: str, kernel: bool = Fal
     loading, loaded = weight_bytes(config, weights, kernel)
     parts = {
         "weights": loaded,
-        "kv_cache": float(per_token_bytes(config) * slots * length),
+        "kv_cache": float(per_token_bytes(config, weights) * slots * length),
         "activations": activation_bytes(config, slots),
         "process": _BASE_BYTES,
     }

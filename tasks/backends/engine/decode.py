@@ -71,23 +71,24 @@ class SlotCache:
     `zeroed=False` leaves the memory uninitialised, for readers that never look past a sequence's
     own positions (the C decode kernel): zero-filling a cache of gigabytes takes seconds, and untouched
     pages (positions no sequence reaches) then never take memory at all. The torch attention reads
-    padded spans, where garbage times a zero weight could be NaN, so it gets a zeroed cache."""
+    padded spans, where garbage times a zero weight could be NaN, so it gets a zeroed cache.
+    `dtype`: the keys' and values' (default: the model's; `SlotModel.kv_dtype`)."""
 
-    def __init__(self, model, slots: int, length: int, zeroed: bool = True) -> None:
+    def __init__(self, model, slots: int, length: int, zeroed: bool = True, dtype=None) -> None:
         config = model.config
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         shape = (config.num_hidden_layers, slots, config.num_key_value_heads, length, self.head_dim)
         make = torch.zeros if zeroed else torch.empty
         self.zeroed = zeroed
-        self.k = make(shape, dtype=model.dtype, device=model.device)
-        self.v = make(shape, dtype=model.dtype, device=model.device)
+        self.k = make(shape, dtype=dtype or model.dtype, device=model.device)
+        self.v = make(shape, dtype=dtype or model.dtype, device=model.device)
 
     @staticmethod
-    def bytes_per_token(model) -> int:
+    def bytes_per_token(model, dtype=None) -> int:
         config = model.config
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         width = config.num_hidden_layers * config.num_key_value_heads * head_dim
-        return 2 * width * torch.finfo(model.dtype).bits // 8
+        return 2 * width * torch.finfo(dtype or model.dtype).bits // 8
 
     @property
     def length(self) -> int:
@@ -146,6 +147,9 @@ class SlotModel:
         self.kernel = kernels.kernel() if on_cpu else None
         modules = [*_projections(self.body.layers), model.lm_head]
         self.linear = Projections(model, modules, weights, take_weights=True)
+        # bf16 weights keep bf16 keys and values: half the bytes a decode step's attention reads
+        # (stored rounded, read back widened to fp32; the arithmetic stays fp32)
+        self.kv_dtype = torch.bfloat16 if self.linear.bf16 else model.dtype
         head = model.lm_head
         # Without oneDNN's packed weights, fp32 logits go into one kept buffer: a fresh [256, 49k]
         # output (50 MB) is a fresh mapping every step, and its page faults slow the head down.
@@ -163,7 +167,8 @@ class SlotModel:
             *(n for x in layers for n in (x.input_layernorm, x.post_attention_layernorm)),
         ]
         self.norm_kernel = self.kernel is not None and all(map(_rms_norm_like, norms)) and self._norm_agrees()
-        self.fused = FusedLayers.build(self)  # the decode layers in one C call, where all run in C
+        # the decode layers in one C call, where all run in C (fp32 weights and cache)
+        self.fused = FusedLayers.build(self) if self.kv_dtype == torch.float32 else None
 
     def _norm_agrees(self) -> bool:
         """The kernel's RMSNorm gives the module's result (summation order aside) on this model."""
@@ -224,15 +229,15 @@ class SlotModel:
             mask = torch.full((steps, end), -torch.inf, device=ids.device).triu(start + 1).to(self.lm.dtype)
 
         def attend(index, q, k, v, scale):
-            cache.k[index, first : first + batch, :, start:end] = k
+            cache.k[index, first : first + batch, :, start:end] = k  # rounded, for a bf16 cache
             cache.v[index, first : first + batch, :, start:end] = v
             # subtle: right padding sits after every real token, so the causal mask alone keeps it
             # out of real positions; the garbage it leaves in the cache is masked or overwritten.
             if mask is None:
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
             # the prefix from the kept copy: under the C kernel, slots do not hold it (Engine._shared_prefix)
-            keys = torch.cat([prefix.keys[index].expand(batch, -1, -1, -1), k], dim=2)
-            values = torch.cat([prefix.values[index].expand(batch, -1, -1, -1), v], dim=2)
+            keys = torch.cat([prefix.keys[index].expand(batch, -1, -1, -1).to(k.dtype), k], dim=2)
+            values = torch.cat([prefix.values[index].expand(batch, -1, -1, -1).to(v.dtype), v], dim=2)
             return F.scaled_dot_product_attention(q, keys, values, mask, scale=scale, enable_gqa=True)
 
         x = self._layers(self.body.embed_tokens(ids), positions, attend)
@@ -288,9 +293,9 @@ class SlotModel:
         groups = self.heads // self.kv_heads
 
         def attend(index, q, k, v, scale):
-            cache.k[index, rows, :, lengths] = k[:, :, 0]
-            cache.v[index, rows, :, lengths] = v[:, :, 0]
-            keys, values = cache.k[index, :n, :, :span], cache.v[index, :n, :, :span]
+            cache.k[index, rows, :, lengths] = k[:, :, 0].to(cache.k.dtype)
+            cache.v[index, rows, :, lengths] = v[:, :, 0].to(cache.v.dtype)
+            keys, values = (part[index, :n, :, :span].to(q.dtype) for part in (cache.k, cache.v))
             # Grouped-query attention without repeating keys: the query heads sharing a key head
             # become rows of one matrix product against that head's cache.
             scores = q.reshape(n, self.kv_heads, groups, -1) @ keys.transpose(-1, -2) * scale

@@ -116,7 +116,7 @@ def kernel(build_dir: Path | None = None) -> ctypes.CDLL | None:
 @dataclass
 class KeptPrefix:
     """A shared prompt prefix's keys and values, every layer, kept once by the engine: each
-    [layers, kv_heads, positions, dim], contiguous (as the kernel reads them)."""
+    [layers, kv_heads, positions, dim], contiguous (as the kernel reads them), of the cache's dtype."""
 
     keys: torch.Tensor
     values: torch.Tensor
@@ -146,11 +146,14 @@ def decode_attention(
 ) -> torch.Tensor:
     """Attention of one new token per sequence: `q` [n, heads, 1, dim]; its key and value `k`, `v`
     [n, kv_heads, 1, dim] are stored at position lengths[i] - 1 of `keys`/`values`, layer `layer`
-    of the slot cache, [slots, kv_heads, length, dim] (fp32, contiguous), and sequence i attends
-    to its first `lengths[i]` positions (int64; `longest` their maximum, if known), the first ones
-    read from `hot` where given. Returns [n, heads, 1, dim]."""
+    of the slot cache, [slots, kv_heads, length, dim] (contiguous, fp32 or bf16: then rounded to
+    it as torch rounds, and `hot`'s prefix is bf16 too), and sequence i attends to its first
+    `lengths[i]` positions (int64; `longest` their maximum, if known), the first ones read from
+    `hot` where given. Returns [n, heads, 1, dim], fp32."""
     n, heads, _, dim = q.shape
     kv_heads = keys.shape[1]
+    if keys.dtype not in (torch.float32, torch.bfloat16) or values.dtype != keys.dtype:
+        raise TypeError(f"decode attention reads an fp32 or bf16 cache, not {keys.dtype}/{values.dtype}")
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     lengths = lengths.to(torch.int64).contiguous()
     out = torch.empty_like(q)
@@ -174,6 +177,7 @@ def decode_attention(
         keys.stride(1),
         int(lengths.max()) if longest is None else longest,
         scale,
+        keys.dtype == torch.bfloat16,
         torch.get_num_threads(),
     )
     if failed:

@@ -18,9 +18,10 @@ packed weights are a second copy (0.5 GB for the 135M model). The vocabulary hea
 `weights="bf16"` (`INSTRUCTFORGE_DTYPE=bf16`, the backend's `dtype="bf16"`): the projections'
 weights are packed in bfloat16 for oneDNN and the fp32 ones freed (the vocabulary head's stay: it
 is often the embedding too). Each product takes its input rounded to bf16, accumulates in fp32 and
-rounds its output to bf16, which comes back as fp32; norms, attention, the KV cache, residual adds
-and the SiLU stay fp32. Half the bytes read per token, and on CPUs with AVX-512 BF16 or AMX, bf16
-products run several times faster than fp32 ones. Only on such CPUs: elsewhere oneDNN emulates
+rounds its output to bf16, which comes back as fp32; norms, attention's arithmetic, residual adds
+and the SiLU stay fp32, and the KV cache holds bf16 keys and values (`SlotModel.kv_dtype`). Half
+the bytes read per token, and on CPUs with AVX-512 BF16 or AMX, bf16 products run several times
+faster than fp32 ones. Only on such CPUs: elsewhere oneDNN emulates
 bf16, slower than fp32, so `bf16_refusal` says why it is refused.
 
 Both also run an element-wise step on each output block while it is still in cache: `silu` (the

@@ -59,7 +59,7 @@ class Engine:
         self.vocab = model.config.vocab_size
         self.device = model.device
         # the KV cache's memory, fixed now that the model is loaded (cache_size.engine_budget)
-        self.budget = cache_size.engine_budget(self.device, model.config, slots)
+        self.budget = cache_size.engine_budget(self.device, model.config, slots, weights)
         cpu = self.device.type == "cpu"
         self.prefill_positions = prefill_runs.MOST_POSITIONS_CPU if cpu else prefill_runs.MOST_POSITIONS
         self.cache: SlotCache | None = None
@@ -246,14 +246,15 @@ class Engine:
         the memory budget (`cache_size.plan`); the running sequences are copied over. When a longer
         request leaves room for fewer slots than are running, returns False until enough have
         finished (the caller waits)."""
-        current, per_token = self.cache.length if self.cache else None, SlotCache.bytes_per_token(self.net.lm)
+        current = self.cache.length if self.cache else None
+        per_token = SlotCache.bytes_per_token(self.net.lm, self.net.kv_dtype)
         idle = not self.running  # an idle cache may be replaced by a fresh plan with more slots
         length, want = cache_size.plan(need, demand, current, per_token, self.budget, self.max_slots, idle)
         if self.cache is not None and self.cache.length == length and self.cache.slots >= want:
             return True
         if self.cache is None or not self.running:
             self.cache = None  # release the old cache before allocating the new one
-            self.cache = SlotCache(self.net.lm, want, length, zeroed=self.net.kernel is None)
+            self.cache = SlotCache(self.net.lm, want, length, self.net.kernel is None, self.net.kv_dtype)
         elif want < len(self.running):
             return False
         else:

@@ -23,6 +23,11 @@
  * dot products run side by side, the exponentials are computed eight at a time, and each value row
  * is added into accumulators held in registers.
  * (Prefetches never fault, so those reaching past a sequence's last position are harmless.)
+ *
+ * With `bf16` the cache (and the shared prefix's buffer) holds bfloat16 keys and values: half the
+ * bytes a position, which is what a decode step's attention waits on. The step's own key and value
+ * are rounded to bf16 as torch rounds when stored, each is widened back to fp32 exactly where it is
+ * loaded, and the arithmetic stays fp32: the result equals the fp32 kernel's on the widened cache.
  */
 #include <math.h>
 #include <stdint.h>
@@ -30,6 +35,36 @@
 #include <string.h>
 
 #include "kernels.h"
+
+/* The portable loops as written, a product rounded before its add: the compiler would otherwise
+ * fuse some into multiply-adds and not others, differently in the fp32 and bf16 copies (the
+ * intrinsics say which they fuse). */
+#pragma GCC optimize("fp-contract=off")
+#pragma STDC FP_CONTRACT OFF
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* The address of element `index` of a cache span of fp32 or (bf16) 16-bit elements. */
+INLINE const char *element(const void *base, int64_t index, int bf16) {
+    return (const char *)base + index * (bf16 ? 2 : 4);
+}
+
+/* One element as fp32 (a bf16 value is the high half of the fp32 one: widening is exact). */
+INLINE float load1(const void *base, int64_t index, int bf16) {
+    if (!bf16) return ((const float *)base)[index];
+    uint32_t bits = (uint32_t)((const uint16_t *)base)[index] << 16;
+    float x;
+    memcpy(&x, &bits, sizeof x);
+    return x;
+}
+
+/* float -> bfloat16, rounded to nearest even (a NaN stays one), as torch's .to(torch.bfloat16) */
+static inline uint16_t to_bf16(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -39,14 +74,13 @@
 #endif
 
 /* scores[g * stride + t] = scale * query[g] . keys[t], t < steps */
-static void scores_plain(const float *query, const float *keys, float *scores, int64_t groups,
-                         int64_t dim, int64_t steps, int64_t stride, float scale) {
+static void scores_plain(const float *query, const void *keys, float *scores, int64_t groups,
+                         int64_t dim, int64_t steps, int64_t stride, float scale, int bf16) {
     for (int64_t t = 0; t < steps; t++) {
-        const float *key = keys + t * dim;
         for (int64_t g = 0; g < groups; g++) {
             const float *qg = query + g * dim;
             float dot = 0.f;
-            for (int64_t d = 0; d < dim; d++) dot += qg[d] * key[d];
+            for (int64_t d = 0; d < dim; d++) dot += qg[d] * load1(keys, t * dim + d, bf16);
             scores[g * stride + t] = dot * scale;
         }
     }
@@ -65,19 +99,27 @@ static void softmax_plain(float *s, int64_t steps) {
 }
 
 /* result[g] = sum_t scores[g * stride + t] * values[t] (added to result[g] when `more`) */
-static void mix_plain(const float *scores, const float *values, float *result, int64_t groups,
-                      int64_t dim, int64_t steps, int64_t stride, int more) {
+static void mix_plain(const float *scores, const void *values, float *result, int64_t groups,
+                      int64_t dim, int64_t steps, int64_t stride, int more, int bf16) {
     if (!more) memset(result, 0, sizeof(float) * groups * dim);
     for (int64_t t = 0; t < steps; t++) {
-        const float *value = values + t * dim;
         for (int64_t g = 0; g < groups; g++) {
             float w = scores[g * stride + t], *og = result + g * dim;
-            for (int64_t d = 0; d < dim; d++) og[d] += w * value[d];
+            for (int64_t d = 0; d < dim; d++) og[d] += w * load1(values, t * dim + d, bf16);
         }
     }
 }
 
 #if VECTOR
+/* out[0..count) = bf16 in[0..count) as fp32 (each 16 bits moved to the top of 32); count % 8 == 0 */
+static inline const float *widen(const void *in, float *out, int64_t count) {
+    for (int64_t x = 0; x < count; x += 8) {
+        __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)((const uint16_t *)in + x)));
+        _mm256_storeu_ps(out + x, _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16)));
+    }
+    return out;
+}
+
 /* The eight lanes' sums of a[0..7], as one vector. */
 static inline __m256 sum8(const __m256 a[8]) {
     __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
@@ -106,30 +148,41 @@ static inline void block_scores(const float *query, const float *row[8], float *
  * the cores waiting; with both in flight a position costs close to what streaming it from memory
  * does (docs/engine.md, "Where the time goes"). The last partial block runs the same arithmetic on its rows (the others
  * repeat row 0, their scores dropped), so a position's score does not depend on where a span of
- * positions starts (the shared prefix is a span of its own). */
-static void scores_vector(const float *query, const float *keys, const float *values, float *scores,
-                          int64_t groups, int64_t dim, int64_t steps, int64_t stride, float scale) {
-    int64_t t = 0;
+ * positions starts (the shared prefix is a span of its own).
+ * bf16: each block's keys are widened into `wide_k` (8 * dim floats) before its scores, and its
+ * values into `wide_v` (the span's, steps * dim floats), which mix_vector then reads: widened once
+ * each, where widening at every load did it once per query head. Values are prefetched a block
+ * ahead, as they are widened here, not read later. */
+INLINE void scores_vector(const float *query, const void *keys, const void *values, float *scores,
+                          float *wide_k, float *wide_v, int64_t groups, int64_t dim, int64_t steps,
+                          int64_t stride, float scale, int bf16) {
+    int64_t t = 0, block_bytes = 8 * dim * (bf16 ? 2 : 4);
     __m256 factor = _mm256_set1_ps(scale);
-    const float *row[8];
+    const float *row[8], *here;
     for (; t + 8 <= steps; t += 8) {
-        for (int64_t line = 0; line < 8 * dim; line += 16) {
-            _mm_prefetch((const char *)(values + t * dim + line), _MM_HINT_T0);
-            _mm_prefetch((const char *)(keys + (t + 16) * dim + line), _MM_HINT_T0);
+        const char *value = element(values, (t + (bf16 ? 8 : 0)) * dim, bf16);
+        const char *ahead = element(keys, (t + 16) * dim, bf16);
+        for (int64_t line = 0; line < block_bytes; line += 64) {
+            _mm_prefetch(value + line, _MM_HINT_T0);
+            _mm_prefetch(ahead + line, _MM_HINT_T0);
         }
-        for (int j = 0; j < 8; j++) row[j] = keys + (t + j) * dim;
+        here = bf16 ? widen(element(keys, t * dim, 1), wide_k, 8 * dim) : (const float *)keys + t * dim;
+        for (int j = 0; j < 8; j++) row[j] = here + j * dim;
         block_scores(query, row, scores + t, groups, dim, stride, factor);
+        if (bf16) widen(element(values, t * dim, 1), wide_v + t * dim, 8 * dim);
     }
     if (t < steps) {
         float last[8 * 64];  /* groups <= 64 */
         int64_t left = steps - t;
-        for (int j = 0; j < 8; j++) row[j] = keys + (t + (j < left ? j : 0)) * dim;
+        here = bf16 ? widen(element(keys, t * dim, 1), wide_k, left * dim) : (const float *)keys + t * dim;
+        for (int j = 0; j < 8; j++) row[j] = here + (j < left ? j : 0) * dim;
         for (int64_t g0 = 0; g0 < groups; g0 += 64) {
             int64_t some = groups - g0 < 64 ? groups - g0 : 64;
             block_scores(query + g0 * dim, row, last, some, dim, 8, factor);
             for (int64_t g = 0; g < some; g++)
                 for (int64_t j = 0; j < left; j++) scores[(g0 + g) * stride + t + j] = last[g * 8 + j];
         }
+        if (bf16) widen(element(values, t * dim, 1), wide_v + t * dim, left * dim);
     }
 }
 
@@ -218,11 +271,13 @@ static void mix_vector(const float *scores, const float *values, float *result, 
 #endif
 
 /* Scores, softmax and mix of one (sequence, key head) job over its positions [0, steps): the
- * first `hot` from hot_keys/hot_values, the rest from the slot (keys/values, position 0 on). */
-static void job(const float *query, const float *keys, const float *values, const float *hot_keys,
-                const float *hot_values, int64_t hot, float *scores, float *result, int64_t groups,
-                int64_t dim, int64_t steps, int64_t stride, float scale, int vector) {
-    const float *from_k[2] = {hot_keys, keys + hot * dim}, *from_v[2] = {hot_values, values + hot * dim};
+ * first `hot` from hot_keys/hot_values, the rest from the slot (keys/values, position 0 on);
+ * elements of `bf16` or fp32, a constant at each call so that each kind gets its own code. */
+INLINE void job(const float *query, const void *keys, const void *values, const void *hot_keys,
+                const void *hot_values, int64_t hot, float *scores, float *wide, float *result, int64_t groups,
+                int64_t dim, int64_t steps, int64_t stride, float scale, int vector, int bf16) {
+    const void *from_k[2] = {hot_keys, element(keys, hot * dim, bf16)};
+    const void *from_v[2] = {hot_values, element(values, hot * dim, bf16)};
     int64_t first[2] = {0, hot}, count[2] = {hot, steps - hot};
 #if VECTOR
     if (vector) {
@@ -230,55 +285,88 @@ static void job(const float *query, const float *keys, const float *values, cons
          * ahead of the block it computes: ask for the slot's first 16 now, so they arrive while
          * the shared prefix's blocks (read from cache) are computed: it matters most for short
          * rows, whose slot part is only a few blocks long. */
-        int64_t ahead = (count[1] < 16 ? count[1] : 16) * dim;
-        for (int64_t line = 0; line < ahead; line += 16) _mm_prefetch((const char *)(from_k[1] + line), _MM_HINT_T0);
+        const char *start = from_k[1], *end = element(start, (count[1] < 16 ? count[1] : 16) * dim, bf16);
+        for (const char *line = start; line < end; line += 64) _mm_prefetch(line, _MM_HINT_T0);
+        start = from_v[1], end = element(start, (count[1] < 8 ? count[1] : 8) * dim, bf16);
+        for (const char *line = start; bf16 && line < end; line += 64) _mm_prefetch(line, _MM_HINT_T0);
+        float *wide_k = wide, *wide_v = wide + 8 * dim;  /* bf16 only: [8, dim] and [stride, dim] */
         for (int s = 0; s < 2; s++)
             if (count[s])
-                scores_vector(query, from_k[s], from_v[s], scores + first[s], groups, dim, count[s], stride, scale);
+                scores_vector(query, from_k[s], from_v[s], scores + first[s], wide_k, wide_v + first[s] * dim,
+                              groups, dim, count[s], stride, scale, bf16);
         for (int64_t g = 0; g < groups; g++) softmax_vector(scores + g * stride, steps);
+        if (bf16) {
+            mix_vector(scores, wide_v, result, groups, dim, steps, stride, 0);
+            return;
+        }
         for (int s = 0; s < 2; s++)
-            if (count[s]) mix_vector(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot);
+            if (count[s])
+                mix_vector(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot);
         return;
     }
 #endif
     for (int s = 0; s < 2; s++)
-        if (count[s]) scores_plain(query, from_k[s], scores + first[s], groups, dim, count[s], stride, scale);
+        if (count[s]) scores_plain(query, from_k[s], scores + first[s], groups, dim, count[s], stride, scale, bf16);
     for (int64_t g = 0; g < groups; g++) softmax_plain(scores + g * stride, steps);
     for (int s = 0; s < 2; s++)
-        if (count[s]) mix_plain(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot);
-    (void)vector;
+        if (count[s])
+            mix_plain(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot, bf16);
+    (void)vector, (void)wide;
 }
 
-int decode_attention(const float *q, float *k, float *v, const float *new_k, const float *new_v,
+/* Store the step's key and value at position `at` of a slot (bf16: rounded). */
+static void store(void *keys, void *values, const float *new_k, const float *new_v, int64_t at, int64_t dim,
+                  int bf16) {
+    if (!bf16) {
+        memcpy((float *)keys + at * dim, new_k, sizeof(float) * dim);
+        memcpy((float *)values + at * dim, new_v, sizeof(float) * dim);
+        return;
+    }
+    for (int64_t d = 0; d < dim; d++) {
+        ((uint16_t *)keys)[at * dim + d] = to_bf16(new_k[d]);
+        ((uint16_t *)values)[at * dim + d] = to_bf16(new_v[d]);
+    }
+}
+
+int decode_attention(const float *q, void *k, void *v, const float *new_k, const float *new_v,
                      const int64_t *len, float *out, const int64_t *hot_k, const int64_t *hot_v,
                      const int64_t *hot_len, int64_t layer,
                      int64_t n, int64_t kv_heads, int64_t groups, int64_t dim, int64_t slot_stride,
-                     int64_t head_stride, int64_t max_len, float scale, int threads) {
+                     int64_t head_stride, int64_t max_len, float scale, int bf16, int threads) {
     int failed = 0, vector = VECTOR && dim % 8 == 0;
     int64_t stride = (max_len + 7) / 8 * 8;
 #pragma omp parallel num_threads(threads)
     {
         float *scores = malloc(sizeof(float) * groups * stride);
-        if (scores == NULL) {
+        /* bf16's widened keys (a block) and values (a job's) */
+        float *wide = bf16 && vector ? malloc(sizeof(float) * (8 + stride) * dim) : NULL;
+        int missing = scores == NULL || (bf16 && vector && wide == NULL);
+        if (missing) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(dynamic, 4)
         for (int64_t job_index = 0; job_index < n * kv_heads; job_index++) {
-            if (scores == NULL) continue;
+            if (missing) continue;
             int64_t i = job_index / kv_heads, h = job_index % kv_heads, steps = len[i];
-            float *keys = k + i * slot_stride + h * head_stride;
-            float *values = v + i * slot_stride + h * head_stride;
-            memcpy(keys + (steps - 1) * dim, new_k + job_index * dim, sizeof(float) * dim);
-            memcpy(values + (steps - 1) * dim, new_v + job_index * dim, sizeof(float) * dim);
+            void *keys = (void *)element(k, i * slot_stride + h * head_stride, bf16);
+            void *values = (void *)element(v, i * slot_stride + h * head_stride, bf16);
+            store(keys, values, new_k + job_index * dim, new_v + job_index * dim, steps - 1, dim, bf16);
             /* the shared prefix's buffer: [layers, kv_heads, hot, dim] */
-            int64_t hot = hot_len ? hot_len[i] : 0;
-            const float *hot_keys = hot ? (const float *)(intptr_t)hot_k[i] + ((layer * kv_heads + h) * hot) * dim : 0;
-            const float *hot_values = hot ? (const float *)(intptr_t)hot_v[i] + ((layer * kv_heads + h) * hot) * dim : 0;
-            job(q + job_index * groups * dim, keys, values, hot_keys, hot_values, hot, scores,
-                out + job_index * groups * dim, groups, dim, steps, stride, scale, vector);
+            int64_t hot = hot_len ? hot_len[i] : 0, hot_at = (layer * kv_heads + h) * hot * dim;
+            const void *hot_keys = hot ? element((const void *)(intptr_t)hot_k[i], hot_at, bf16) : 0;
+            const void *hot_values = hot ? element((const void *)(intptr_t)hot_v[i], hot_at, bf16) : 0;
+            const float *query = q + job_index * groups * dim;
+            float *result = out + job_index * groups * dim;
+            if (bf16)
+                job(query, keys, values, hot_keys, hot_values, hot, scores, wide, result, groups, dim, steps,
+                    stride, scale, vector, 1);
+            else
+                job(query, keys, values, hot_keys, hot_values, hot, scores, wide, result, groups, dim, steps,
+                    stride, scale, vector, 0);
         }
         free(scores);
+        free(wide);
     }
     return failed;
 }

@@ -46,7 +46,7 @@ int decode_layers(float *x, int64_t n, int64_t layers, const int64_t *table, con
         failed |= rope(q, k, cos, sin, n, heads, kv_heads, dim, threads);
         failed |= decode_attention(q, AT(w, CACHE_K), AT(w, CACHE_V), k, v, len, a, hot_k, hot_v, hot_len,
                                    layer, n, kv_heads, heads / kv_heads, dim, slot_stride, head_stride,
-                                   max_len, scale, threads);
+                                   max_len, scale, 0, threads);
         failed |= linear(a, AT(w, O), AT(w, BIAS + O), x, x, n, qw, hidden, PLUS, threads, AT(w, GATE), inter,
                          hidden);
         rms_norm(x, AT(w, NORM_POST), h, n, hidden, eps, threads);

@@ -9,12 +9,13 @@
 
 #include <stdint.h>
 
-/* decode_attention.c: one query token per sequence over a slot KV cache; 1: out of memory */
-int decode_attention(const float *q, float *k, float *v, const float *new_k, const float *new_v,
+/* decode_attention.c: one query token per sequence over a slot KV cache, whose keys and values
+ * (and the shared prefix's) are fp32, or bfloat16 (uint16_t) where `bf16`; 1: out of memory */
+int decode_attention(const float *q, void *k, void *v, const float *new_k, const float *new_v,
                      const int64_t *len, float *out, const int64_t *hot_k, const int64_t *hot_v,
                      const int64_t *hot_len, int64_t layer, int64_t n, int64_t kv_heads, int64_t groups,
                      int64_t dim, int64_t slot_stride, int64_t head_stride, int64_t max_len, float scale,
-                     int threads);
+                     int bf16, int threads);
 
 /* decode_norms.c: LlamaRMSNorm, and the rotary embedding in place (1: a shape it does not take) */
 void rms_norm(const float *x, const float *weight, float *out, int64_t rows, int64_t width, float eps,
