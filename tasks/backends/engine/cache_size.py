@@ -215,7 +215,7 @@ def check_fits(
         fix = f"ask for at most {fits} slots (INSTRUCTFORGE_SLOTS={fits})"
     else:
         fix = "use a smaller model" + (
-            "" if weights == "bf16" else ", INSTRUCTFORGE_DTYPE=bf16 (half the weights)"
+            "" if weights == "bf16" else ", INSTRUCTFORGE_DTYPE=bf16 (half the weights and KV cache)"
         )
     raise ValueError(
         f"Model {model!r} with {asked} slots of {FIRST_LENGTH} tokens needs {parts['total'] / gb:.1f} GB "

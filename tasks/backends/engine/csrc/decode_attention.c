@@ -26,8 +26,9 @@
  *
  * With `bf16` the cache (and the shared prefix's buffer) holds bfloat16 keys and values: half the
  * bytes a position, which is what a decode step's attention waits on. The step's own key and value
- * are rounded to bf16 as torch rounds when stored, each is widened back to fp32 exactly where it is
- * loaded, and the arithmetic stays fp32: the result equals the fp32 kernel's on the widened cache.
+ * are rounded to bf16 as torch rounds when stored; the positions are widened back to fp32 (exact)
+ * as they are read, once each (scores_vector), and the arithmetic stays fp32: the result equals
+ * the fp32 kernel's on the widened cache.
  */
 #include <math.h>
 #include <stdint.h>
