@@ -15,6 +15,6 @@ def describe(net: SlotModel) -> str:
     linear = net.linear
     products = "linear.c" if linear.kernel is not None else "oneDNN" if linear.packed else "F.linear"
     if linear.bf16:
-        products += " (bf16 weights)"
+        products += " (bf16 weights, bf16 KV cache)"
     fused = "; a step's layers in one C call" if net.fused is not None else ""
     return f"Decode engine ({where}): {steps}; products through {products}{fused}."
