@@ -1,7 +1,9 @@
-"""Two builds of the engine's C kernels side by side on a decode step's products, interleaved.
+"""Two builds of the engine's C kernels side by side on a decode step's products (or, with
+--attention, its attention), interleaved.
 
     python bench/kernel_ab.py before.so                       # against the engine's own build
     python bench/kernel_ab.py before.so after.so --models SmolLM2-360M --rows 8 256
+    python bench/kernel_ab.py before.so --attention --models SmolLM2-360M Qwen2.5-0.5B --rows 256
 
 For each model and row count: every layer's products in the order a decode step runs them (the
 fused q/k/v, o, the paired gate/up, down; each product naming the next, as the engine does), with
@@ -11,6 +13,10 @@ ratio. This machine's speed moves from minute to minute (another process, a host
 virtual CPU back); alternating step by step puts the same moves on both sides, where two runs one
 after the other (or bench/products.py's best of 3) do not. Build the other library from another
 commit's csrc: `cc -O3 -march=native -fno-math-errno -fPIC -shared -fopenmp csrc/*.c -o before.so -lm`.
+--attention times every layer's attention of one step instead, rows at positions 40-295 as in a
+run of 256 new tokens (bench/attention.py's), over an fp32 cache and a bf16 one, and checks that
+the two builds' results are bit-identical; both builds must have this commit's interface
+(csrc/kernels.h).
 """
 
 from __future__ import annotations
@@ -80,6 +86,50 @@ def compare(libs: dict[str, object], name: str, rows: int, rounds: int) -> dict[
     return {which: step.flops * rounds / s / 1e9 for which, s in seconds.items()}
 
 
+class StepAttention:
+    """Every layer's attention of a decode step of `name` at `rows` rows over a cache of `dtype`."""
+
+    def __init__(self, name: str, rows: int, dtype: torch.dtype) -> None:
+        c = model_config(name)
+        self.dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        self.layers, heads, kv_heads = c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads
+        self.lengths = torch.randint(40, 296, (rows,), generator=torch.Generator().manual_seed(0))
+        shape = (self.layers, rows, kv_heads, 296, self.dim)
+        self.keys, self.values = (torch.randn(shape).to(dtype) for _ in "kv")
+        self.q, self.k = torch.randn(rows, heads, 1, self.dim), torch.randn(rows, kv_heads, 1, self.dim)
+
+    def run(self, lib, layer: int) -> torch.Tensor:
+        return kernels.decode_attention(
+            lib, self.q, self.k, self.k, self.keys[layer], self.values[layer], self.lengths,
+            self.dim**-0.5, None, layer,
+        )  # fmt: skip
+
+    def seconds(self, lib) -> float:
+        start = time.perf_counter()
+        for layer in range(self.layers):
+            self.run(lib, layer)
+        return time.perf_counter() - start
+
+
+def compare_attention(libs: dict[str, object], name: str, rows: int, rounds: int) -> str:
+    """Each library's ms a step over `rounds` interleaved steps, fp32 and bf16 caches."""
+    names, said = list(libs), []
+    for dtype in (torch.float32, torch.bfloat16):
+        step = StepAttention(name, rows, dtype)
+        same = torch.equal(*(step.run(libs[which], 0) for which in names))
+        seconds = dict.fromkeys(names, 0.0)
+        for r in range(rounds):
+            for which in names if r % 2 == 0 else names[::-1]:
+                seconds[which] += step.seconds(libs[which])
+        a, b = (seconds[which] / rounds * 1e3 for which in names)
+        kind = str(dtype).removeprefix("torch.")
+        said.append(
+            f"{kind} cache a {a:.1f} ms, b {b:.1f} ms, b/a {b / a:.3f}{'' if same else ' (results DIFFER)'}"
+        )
+        del step  # before the next cache is made: a 1.7B model's fp32 cache of 83 rows is 10 GB
+    return "; ".join(said)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,6 +142,7 @@ def main() -> None:
     )
     parser.add_argument("--rows", nargs="+", type=int, default=[8, 64, 256])
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--attention", action="store_true", help="time the attention, not the products")
     args = parser.parse_args()
     if len(args.libraries) > 2:
         parser.error("give one library (compared with the engine's build) or two")
@@ -101,11 +152,13 @@ def main() -> None:
     if any(lib is None or not lib.linear_available() for lib in libs.values()):
         sys.exit("The C kernel needs a C compiler and AVX-512 here; the engine uses oneDNN on this CPU.")
     a, b = libs
-    print(
-        f"{torch.get_num_threads()} threads; GFLOP/s over {args.rounds} interleaved steps; b = {b}, a = {a}"
-    )
+    unit = "ms a step's attention" if args.attention else "GFLOP/s"
+    print(f"{torch.get_num_threads()} threads; {unit} over {args.rounds} interleaved steps; b = {b}, a = {a}")
     for name in args.models:
         for rows in args.rows:
+            if args.attention:
+                print(f"{name}, {rows} rows: {compare_attention(libs, name, rows, args.rounds)}", flush=True)
+                continue
             rates = compare(libs, name, rows, args.rounds)
             print(
                 f"{name}, {rows} rows: a {rates[a]:.1f}, b {rates[b]:.1f}, b/a {rates[b] / rates[a]:.3f}",

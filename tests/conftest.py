@@ -73,13 +73,25 @@ def cli_command(*args: str, flow: str = "instruct") -> list[str]:
     return [sys.executable, str(ROOT / "flows" / f"{flow}.py"), *args]
 
 
-@pytest.fixture(scope="session")
-def plain_kernel(tmp_path_factory):
-    """The C kernels built without AVX2/FMA (so without AVX-512): the portable loops other CPUs run."""
+def _x86_build(tmp_path_factory, name: str, flags: list[str]):
+    """The C kernels built for x86-64 with `flags` instead of -march=native."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None or platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("needs an x86-64 C compiler")
-    library = tmp_path_factory.mktemp("plain") / "plain.so"
-    command = [compiler, "-O2", "-mno-avx2", "-mno-fma", "-fPIC", "-shared", *map(str, kernels.SOURCES)]
+    library = tmp_path_factory.mktemp(name) / f"{name}.so"
+    command = [compiler, *flags, "-fPIC", "-shared", *map(str, kernels.SOURCES)]
     subprocess.run([*command, "-o", str(library), "-lm"], check=True, capture_output=True)
     return kernels.load(library)
+
+
+@pytest.fixture(scope="session")
+def plain_kernel(tmp_path_factory):
+    """The C kernels built without AVX2/FMA (so without AVX-512): the portable loops other CPUs run."""
+    return _x86_build(tmp_path_factory, "plain", ["-O2", "-mno-avx2", "-mno-fma"])
+
+
+@pytest.fixture(scope="session")
+def avx2_kernel(tmp_path_factory):
+    """The C kernels built for AVX2 and FMA without AVX-512 (x86-64-v3): the vector loops of CPUs
+    without AVX-512, which the native build here may not run."""
+    return _x86_build(tmp_path_factory, "avx2", ["-O3", "-march=x86-64-v3", "-fno-math-errno"])

@@ -30,7 +30,7 @@ def kernel():
 @pytest.mark.parametrize(
     "kv_heads,heads,dim", [(3, 9, 64), (2, 2, 64), (1, 4, 64), (3, 9, 128), (2, 4, 80), (1, 2, 12)]
 )
-@pytest.mark.parametrize("build", ["kernel", "plain_kernel"])
+@pytest.mark.parametrize("build", ["kernel", "avx2_kernel", "plain_kernel"])
 def test_kernel_equals_per_sequence_attention(build, kv_heads, heads, dim, request):
     kernel = request.getfixturevalue(build)
     generator = torch.Generator().manual_seed(0)
@@ -50,7 +50,7 @@ def test_kernel_equals_per_sequence_attention(build, kv_heads, heads, dim, reque
 
 
 @pytest.mark.parametrize("dim", [64, 12])
-@pytest.mark.parametrize("build", ["kernel", "plain_kernel"])
+@pytest.mark.parametrize("build", ["kernel", "avx2_kernel", "plain_kernel"])
 def test_a_shared_prefix_is_read_from_its_own_buffer(build, dim, request):
     """Rows with a hot prefix read its positions from the kept [layers, kv_heads, P, dim] buffer,
     layer `layer`, and the rest from their slot: bit-identical to the slot holding the same values,
@@ -86,7 +86,7 @@ def test_a_shared_prefix_is_read_from_its_own_buffer(build, dim, request):
 
 
 @pytest.mark.parametrize("dim", [64, 12])
-@pytest.mark.parametrize("build", ["kernel", "plain_kernel"])
+@pytest.mark.parametrize("build", ["kernel", "avx2_kernel", "plain_kernel"])
 def test_a_bf16_cache_gives_the_fp32_result_on_its_widened_values(build, dim, request):
     """A bf16 cache (and bf16 kept prefixes): the step's key and value are stored rounded exactly
     as torch rounds them (ties to even), and the result is bit-identical to the fp32 kernel's on
@@ -120,6 +120,23 @@ def test_a_bf16_cache_gives_the_fp32_result_on_its_widened_values(build, dim, re
     assert torch.equal(got, want)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_native_and_avx2_builds_give_bit_identical_attention(kernel, avx2_kernel, dtype):
+    """Where the native build has AVX-512 its value mix loads each value once for up to four
+    query heads; every sum is still the same chain of multiply-adds as the AVX2 loops'."""
+    generator = torch.Generator().manual_seed(3)
+    for kv_heads, heads, dim in [(2, 14, 64), (1, 3, 128), (4, 4, 64), (2, 10, 192)]:
+        keys, values = (torch.randn(5, kv_heads, 60, dim, generator=generator).to(dtype) for _ in "kv")
+        q = torch.randn(4, heads, 1, dim, generator=generator)
+        k, v = (torch.randn(4, kv_heads, 1, dim, generator=generator) for _ in "kv")
+        lengths = torch.tensor([60, 1, 33, 9])
+        got = [
+            attention.decode_attention(lib, q, k, v, keys.clone(), values.clone(), lengths, 0.125)
+            for lib in (kernel, avx2_kernel)
+        ]
+        assert torch.equal(*got), (kv_heads, heads, dim)
+
+
 def test_far_apart_scores_give_zero_weight_not_nan(kernel):
     """Scores 100+ below the largest (exp underflows) weigh nothing; the largest weighs 1."""
     keys = torch.zeros(1, 1, 16, 8)
@@ -141,7 +158,7 @@ def test_kernel_reads_only_each_sequence_positions(kernel):
     assert torch.equal(before, after)
 
 
-@pytest.mark.parametrize("build", ["kernel", "plain_kernel"])
+@pytest.mark.parametrize("build", ["kernel", "avx2_kernel", "plain_kernel"])
 def test_rms_norm_gives_the_llama_module_result(build, request):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
@@ -156,7 +173,7 @@ def test_rms_norm_gives_the_llama_module_result(build, request):
             torch.testing.assert_close(got, module(x), rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("build", ["kernel", "plain_kernel"])
+@pytest.mark.parametrize("build", ["kernel", "avx2_kernel", "plain_kernel"])
 def test_rotary_embedding_in_place_is_bit_identical_to_transformers(build, request):
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 

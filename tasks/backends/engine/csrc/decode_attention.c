@@ -21,7 +21,8 @@
  * loop computes one dot product at a time, a single chain of dependent multiply-adds, and calls the
  * scalar expf once per score (this kernel then took a large share of a decode step). Here eight positions'
  * dot products run side by side, the exponentials are computed eight at a time, and each value row
- * is added into accumulators held in registers.
+ * is added into accumulators held in registers (with AVX-512, for up to four query heads at once:
+ * mix_heads).
  * (Prefetches never fault, so those reaching past a sequence's last position are harmless.)
  *
  * With `bf16` the cache (and the shared prefix's buffer) holds bfloat16 keys and values: half the
@@ -243,10 +244,49 @@ static void softmax_vector(float *s, int64_t steps) {
     for (; t < steps; t++) s[t] *= 1.f / total;
 }
 
+#if defined(__AVX512F__)
+/* mix_vector's sums for query heads g0..g0+G-1 (G <= 4) and floats d0..d0+63: each value row is
+ * loaded once for the G heads (as four 16-float vectors), not once per head. Every sum is the same
+ * chain of multiply-adds over t as mix_vector's, so the results are bit-identical. */
+INLINE void mix_heads(const float *scores, const float *values, float *result, int64_t g0, int G, int64_t d0,
+                      int64_t dim, int64_t steps, int64_t stride, int more) {
+    __m512 acc[4][4];
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < 4; j++) {
+            float *og = result + (g0 + g) * dim + d0 + 16 * j;
+            acc[g][j] = more ? _mm512_loadu_ps(og) : _mm512_setzero_ps();
+        }
+    for (int64_t t = 0; t < steps; t++) {
+        const float *value = values + t * dim + d0;
+        __m512 v[4];
+        for (int j = 0; j < 4; j++) v[j] = _mm512_loadu_ps(value + 16 * j);
+        for (int g = 0; g < G; g++) {
+            __m512 w = _mm512_set1_ps(scores[(g0 + g) * stride + t]);
+            for (int j = 0; j < 4; j++) acc[g][j] = _mm512_fmadd_ps(w, v[j], acc[g][j]);
+        }
+    }
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < 4; j++) _mm512_storeu_ps(result + (g0 + g) * dim + d0 + 16 * j, acc[g][j]);
+}
+#endif
+
 /* Each output row in blocks of 64 floats, eight accumulators held in registers (then 8 at a time).
  * With `more`, the accumulators start from result (a second span of positions). */
 static void mix_vector(const float *scores, const float *values, float *result, int64_t groups,
                        int64_t dim, int64_t steps, int64_t stride, int more) {
+#if defined(__AVX512F__)
+    if (dim % 64 == 0) {
+        for (int64_t d0 = 0; d0 < dim; d0 += 64)
+            for (int64_t g0 = 0; g0 < groups; g0 += 4) {
+                int64_t left = groups - g0;
+                if (left >= 4) mix_heads(scores, values, result, g0, 4, d0, dim, steps, stride, more);
+                else if (left == 3) mix_heads(scores, values, result, g0, 3, d0, dim, steps, stride, more);
+                else if (left == 2) mix_heads(scores, values, result, g0, 2, d0, dim, steps, stride, more);
+                else mix_heads(scores, values, result, g0, 1, d0, dim, steps, stride, more);
+            }
+        return;
+    }
+#endif
     for (int64_t g = 0; g < groups; g++) {
         const float *w = scores + g * stride;
         float *og = result + g * dim;
