@@ -1,12 +1,12 @@
 """SelfInstruct (Wang et al., 2022, arXiv:2212.10560): new user queries grounded in a seed context.
 
 `build_messages` renders the prompt for one seed, `parse_instructions` turns the model's text into
-clean queries (numbering and bullets stripped, headers, echoes, degenerate and duplicate lines
-dropped with a reason, the count capped). A query that needs the passage to be understood ("How
-does it work?", "What is the purpose of the vaccine?") is dropped as `needs_context`, not
-rewritten: the row keeps the instruction without its passage, and a rewrite by the same small
-model would guess at the subject; the seed is sampled again instead. `generate_instructions` joins
-them over a batch.
+clean queries (numbering and bullets stripped, headers, echoes, requests for more queries,
+degenerate and duplicate lines dropped with a reason, the count capped). A query that needs the
+passage to be understood ("How does it work?", "What is the purpose of the vaccine?") is dropped
+as `needs_context`, not rewritten: the row keeps the instruction without its passage, and a
+rewrite by the same small model would guess at the subject; the seed is sampled again instead.
+`generate_instructions` joins them over a batch.
 """
 
 from __future__ import annotations
@@ -32,6 +32,15 @@ _LIST_MARKER = re.compile(
     re.IGNORECASE,
 )
 _INLINE_ITEM = re.compile(r"(?<=[?.!])\s+(?=\d{1,2}[.)]\s)")
+# A query that asks for queries ("Can you provide a prompt that asks about Git?", "Write three
+# questions about the tides"): the model restating its own task, not a user's request.
+_META_REQUEST = re.compile(
+    r"\bprompts?\s+(?:(?:that|which)\s+asks?|asking)\b|"
+    r"\b(?:write|generate|create|provide|give|suggest|come up with|list)\s+(?:me\s+)?"
+    r"(?:\d+|two|three|four|five|six|seven|eight|nine|ten)\s+"
+    r"(?:\w+\s+)?(?:prompts|questions|queries)\s+(?:about|on)\b",
+    re.IGNORECASE,
+)
 
 
 def build_messages(seed: Row, num_instructions: int) -> list[Message]:
@@ -67,6 +76,8 @@ def _unusable(line: str, context: str) -> str | None:
         return "too_short"
     if len(words(line)) >= 8 and normalize(line) in normalize(context):
         return "copied_context"
+    if _META_REQUEST.search(line):
+        return "meta_request"
     return not_a_request(line) or needs_context(line)
 
 

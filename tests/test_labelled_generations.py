@@ -46,6 +46,23 @@ def test_selfinstruct_drops_what_needs_its_passage_with_the_reason():
     ]
 
 
+def test_selfinstruct_drops_requests_for_more_queries_with_the_reason():
+    """The 135M model sometimes restates its own task as a query (seen in a flow run's rows); a
+    user's request for a prompt or a query of their own stays."""
+    text = (
+        "1. Can you provide a prompt that asks about the implementation of Git?\n"
+        "2. Write three questions about Git branches.\n"
+        "3. How do I write a prompt for a language model?\n"
+        "4. Can you write a SQL query that finds duplicate rows?"
+    )
+    kept, dropped = parse_instructions(text, 5, context="Git is a version control system.")
+    assert kept == [
+        "How do I write a prompt for a language model?",
+        "Can you write a SQL query that finds duplicate rows?",
+    ]
+    assert [reason for _, reason in dropped] == ["meta_request", "meta_request"]
+
+
 @pytest.mark.parametrize(
     "text",
     [
