@@ -222,7 +222,7 @@ def test_the_decode_layers_in_one_c_call_give_the_python_loops_logits_bit_for_bi
     kernels one at a time: the same logits to the bit, for rows of different lengths."""
     import torch
 
-    from tasks.backends.engine.decode import SlotCache
+    from tasks.backends.engine.slot_cache import SlotCache
     from tasks.backends.engine.tier import describe
 
     net = small.engine.net

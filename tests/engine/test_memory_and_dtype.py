@@ -11,7 +11,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Conf
 from tasks.backends import GenerationParams
 from tasks.backends.embedded import EMBEDDED_MODEL, cache_root, embedded_model_dir
 from tasks.backends.engine import cache_size, matmul
-from tasks.backends.engine.decode import SlotCache
+from tasks.backends.engine.slot_cache import SlotCache
 from tasks.backends.transformers_backend import TransformersBackend
 
 SMALL = dict(

@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from tasks.backends.engine import cache_size, kernels, prefill_runs
-from tasks.backends.engine.decode import SlotCache, SlotModel
+from tasks.backends.engine.decode import SlotModel
 from tasks.backends.engine.kernels import Hot, KeptPrefix
 from tasks.backends.engine.requests import Output, Request, Rows
 from tasks.backends.engine.sampling import choose
+from tasks.backends.engine.slot_cache import SlotCache
 from tasks.backends.engine.threads import ThreadCounts
 from tasks.backends.engine.tier import describe
 
