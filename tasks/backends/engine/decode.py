@@ -108,6 +108,14 @@ class SlotModel:
         # the decode layers in one C call, where all run in C (fp32 weights and cache)
         self.fused = FusedLayers.build(self) if self.kv_dtype == torch.float32 else None
 
+    def new_cache(self, slots: int, length: int) -> SlotCache:
+        """An empty cache for these steps: keys and values of `kv_dtype`, zeroed only for the torch
+        attention (the C kernel never reads past a row's own positions)."""
+        return SlotCache(self.lm, slots, length, zeroed=self.kernel is None, dtype=self.kv_dtype)
+
+    def cache_bytes_per_token(self) -> int:
+        return SlotCache.bytes_per_token(self.lm, self.kv_dtype)
+
     def _norm_agrees(self) -> bool:
         """The kernel's RMSNorm gives the module's result (summation order aside) on this model."""
         module = self.body.norm

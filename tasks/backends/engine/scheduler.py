@@ -247,15 +247,14 @@ class Engine:
         the memory budget (`cache_size.plan`); the running sequences are copied over. When a longer
         request leaves room for fewer slots than are running, returns False until enough have
         finished (the caller waits)."""
-        current = self.cache.length if self.cache else None
-        per_token = SlotCache.bytes_per_token(self.net.lm, self.net.kv_dtype)
+        current, per_token = self.cache.length if self.cache else None, self.net.cache_bytes_per_token()
         idle = not self.running  # an idle cache may be replaced by a fresh plan with more slots
         length, want = cache_size.plan(need, demand, current, per_token, self.budget, self.max_slots, idle)
         if self.cache is not None and self.cache.length == length and self.cache.slots >= want:
             return True
         if self.cache is None or not self.running:
             self.cache = None  # release the old cache before allocating the new one
-            self.cache = SlotCache(self.net.lm, want, length, self.net.kernel is None, self.net.kv_dtype)
+            self.cache = self.net.new_cache(want, length)
         elif want < len(self.running):
             return False
         else:
