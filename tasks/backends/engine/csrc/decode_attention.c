@@ -28,8 +28,8 @@
  * With `bf16` the cache (and the shared prefix's buffer) holds bfloat16 keys and values: half the
  * bytes a position, which is what a decode step's attention waits on. The step's own key and value
  * are rounded to bf16 as torch rounds when stored; the positions are widened back to fp32 (exact)
- * as they are read, once each (scores_vector), and the arithmetic stays fp32: the result equals
- * the fp32 kernel's on the widened cache.
+ * as they are read (AS_READ, below) and the arithmetic stays fp32: the result equals the fp32
+ * kernel's on the widened cache.
  */
 #include <math.h>
 #include <stdint.h>
@@ -74,6 +74,20 @@ static inline uint16_t to_bf16(float x) {
 #else
 #define VECTOR 0
 #endif
+
+/* With AVX-512 each key chunk is loaded once for up to three query heads (the 32 vector registers
+ * hold their 24 sums: heads_scores), and a bf16 cache (dim a multiple of 64) is widened as it is
+ * read, in registers. With AVX2 alone a job widens each bf16 block into buffers (wide_k, wide_v),
+ * once, and its scores and mix read those: storing and reading back the widened copy, and widening
+ * it for each head, cost more than the cache's own read (bench/kernel_ab.py --attention). */
+#if VECTOR && defined(__AVX512F__)
+#define AS_READ 1
+#else
+#define AS_READ 0
+#endif
+
+/* Whether a vector job widens its bf16 keys and values into buffers, not as it reads them. */
+static inline int widens(int bf16, int64_t dim) { return bf16 && !(AS_READ && dim % 64 == 0); }
 
 /* scores[g * stride + t] = scale * query[g] . keys[t], t < steps */
 static void scores_plain(const float *query, const void *keys, float *scores, int64_t groups,
@@ -145,46 +159,106 @@ static inline void block_scores(const float *query, const float *row[8], float *
     }
 }
 
+#if AS_READ
+
+static inline __m256 widen8(const uint16_t *in) {
+    __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)in));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+static inline __m512 widen16(const uint16_t *in) {
+    __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)in));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+/* block_scores for G (<= 3) query heads over eight key rows (`bf16`: widened as loaded), each key
+ * chunk loaded once for the G heads: the same chains of multiply-adds and the same sums, so the
+ * scores are bit-identical to block_scores' (on the widened rows). */
+INLINE void block_scores_heads(const float *query, const void *row[8], float *scores, int G, int64_t dim,
+                               int64_t stride, __m256 factor, int bf16) {
+    __m256 acc[3][8];
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < 8; j++) acc[g][j] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < dim; d += 8) {
+        __m256 qv[3];
+        for (int g = 0; g < G; g++) qv[g] = _mm256_loadu_ps(query + g * dim + d);
+        for (int j = 0; j < 8; j++) {
+            __m256 key = bf16 ? widen8((const uint16_t *)row[j] + d) : _mm256_loadu_ps((const float *)row[j] + d);
+            for (int g = 0; g < G; g++) acc[g][j] = _mm256_fmadd_ps(qv[g], key, acc[g][j]);
+        }
+    }
+    for (int g = 0; g < G; g++) _mm256_storeu_ps(scores + g * stride, _mm256_mul_ps(sum8(acc[g]), factor));
+}
+
+INLINE void heads_scores(const float *query, const void *row[8], float *scores, int64_t groups, int64_t dim,
+                         int64_t stride, __m256 factor, int bf16) {
+    for (int64_t g0 = 0; g0 < groups; g0 += 3) {
+        const float *q = query + g0 * dim;
+        float *out = scores + g0 * stride;
+        int64_t left = groups - g0;
+        if (left >= 3) block_scores_heads(q, row, out, 3, dim, stride, factor, bf16);
+        else if (left == 2) block_scores_heads(q, row, out, 2, dim, stride, factor, bf16);
+        else block_scores_heads(q, row, out, 1, dim, stride, factor, bf16);
+    }
+}
+#endif
+
 /* Also prefetches: the values of each block of keys (read next, by mix_vector) and the keys 16
  * positions ahead. The cache is read from memory, not from caches, and one stream at a time left
  * the cores waiting; with both in flight a position costs close to what streaming it from memory
- * does (docs/engine.md, "Where the time goes"). The last partial block runs the same arithmetic on its rows (the others
- * repeat row 0, their scores dropped), so a position's score does not depend on where a span of
+ * does (docs/engine.md, "Where the time goes"). The last partial block runs the same arithmetic on
+ * its rows (the others repeat row 0, their scores dropped), so a position's score does not depend on where a span of
  * positions starts (the shared prefix is a span of its own).
- * bf16: each block's keys are widened into `wide_k` (8 * dim floats) before its scores, and its
- * values into `wide_v` (the span's, steps * dim floats), which mix_vector then reads: widened once
- * each, where widening at every load did it once per query head. Values are prefetched a block
- * ahead, as they are widened here, not read later. */
+ * A bf16 cache that widens() (no AVX-512): each block's keys are widened into `wide_k` (8 * dim
+ * floats) before its scores, and its values into `wide_v` (the span's, steps * dim floats), which
+ * mix_vector then reads; values are prefetched a block ahead, as they are widened here, not read
+ * later. With AVX-512, heads_scores reads the keys (bf16 or not) itself. */
 INLINE void scores_vector(const float *query, const void *keys, const void *values, float *scores,
                           float *wide_k, float *wide_v, int64_t groups, int64_t dim, int64_t steps,
                           int64_t stride, float scale, int bf16) {
     int64_t t = 0, block_bytes = 8 * dim * (bf16 ? 2 : 4);
+    int widened = widens(bf16, dim);
     __m256 factor = _mm256_set1_ps(scale);
     const float *row[8], *here;
     for (; t + 8 <= steps; t += 8) {
-        const char *value = element(values, (t + (bf16 ? 8 : 0)) * dim, bf16);
+        const char *value = element(values, (t + (widened ? 8 : 0)) * dim, bf16);
         const char *ahead = element(keys, (t + 16) * dim, bf16);
         for (int64_t line = 0; line < block_bytes; line += 64) {
             _mm_prefetch(value + line, _MM_HINT_T0);
             _mm_prefetch(ahead + line, _MM_HINT_T0);
         }
-        here = bf16 ? widen(element(keys, t * dim, 1), wide_k, 8 * dim) : (const float *)keys + t * dim;
+#if AS_READ
+        if (!widened) {
+            const void *rows[8];
+            for (int j = 0; j < 8; j++) rows[j] = element(keys, (t + j) * dim, bf16);
+            heads_scores(query, rows, scores + t, groups, dim, stride, factor, bf16);
+            continue;
+        }
+#endif
+        here = widened ? widen(element(keys, t * dim, 1), wide_k, 8 * dim) : (const float *)keys + t * dim;
         for (int j = 0; j < 8; j++) row[j] = here + j * dim;
         block_scores(query, row, scores + t, groups, dim, stride, factor);
-        if (bf16) widen(element(values, t * dim, 1), wide_v + t * dim, 8 * dim);
+        if (widened) widen(element(values, t * dim, 1), wide_v + t * dim, 8 * dim);
     }
     if (t < steps) {
         float last[8 * 64];  /* groups <= 64 */
         int64_t left = steps - t;
-        here = bf16 ? widen(element(keys, t * dim, 1), wide_k, left * dim) : (const float *)keys + t * dim;
+        here = widened ? widen(element(keys, t * dim, 1), wide_k, left * dim) : (const float *)keys + t * dim;
         for (int j = 0; j < 8; j++) row[j] = here + (j < left ? j : 0) * dim;
         for (int64_t g0 = 0; g0 < groups; g0 += 64) {
             int64_t some = groups - g0 < 64 ? groups - g0 : 64;
-            block_scores(query + g0 * dim, row, last, some, dim, 8, factor);
+#if AS_READ
+            if (!widened) {
+                const void *rows[8];
+                for (int j = 0; j < 8; j++) rows[j] = element(keys, (t + (j < left ? j : 0)) * dim, bf16);
+                heads_scores(query + g0 * dim, rows, last, some, dim, 8, factor, bf16);
+            } else
+#endif
+                block_scores(query + g0 * dim, row, last, some, dim, 8, factor);
             for (int64_t g = 0; g < some; g++)
                 for (int64_t j = 0; j < left; j++) scores[(g0 + g) * stride + t + j] = last[g * 8 + j];
         }
-        if (bf16) widen(element(values, t * dim, 1), wide_v + t * dim, left * dim);
+        if (widened) widen(element(values, t * dim, 1), wide_v + t * dim, left * dim);
     }
 }
 
@@ -246,10 +320,11 @@ static void softmax_vector(float *s, int64_t steps) {
 
 #if defined(__AVX512F__)
 /* mix_vector's sums for query heads g0..g0+G-1 (G <= 4) and floats d0..d0+63: each value row is
- * loaded once for the G heads (as four 16-float vectors), not once per head. Every sum is the same
- * chain of multiply-adds over t as mix_vector's, so the results are bit-identical. */
-INLINE void mix_heads(const float *scores, const float *values, float *result, int64_t g0, int G, int64_t d0,
-                      int64_t dim, int64_t steps, int64_t stride, int more) {
+ * loaded once for the G heads (as four 16-float vectors; `bf16`: widened as loaded), not once per
+ * head. Every sum is the same chain of multiply-adds over t as mix_vector's, so the results are
+ * bit-identical. */
+INLINE void mix_heads(const float *scores, const void *values, float *result, int64_t g0, int G, int64_t d0,
+                      int64_t dim, int64_t steps, int64_t stride, int more, int bf16) {
     __m512 acc[4][4];
     for (int g = 0; g < G; g++)
         for (int j = 0; j < 4; j++) {
@@ -257,9 +332,10 @@ INLINE void mix_heads(const float *scores, const float *values, float *result, i
             acc[g][j] = more ? _mm512_loadu_ps(og) : _mm512_setzero_ps();
         }
     for (int64_t t = 0; t < steps; t++) {
-        const float *value = values + t * dim + d0;
         __m512 v[4];
-        for (int j = 0; j < 4; j++) v[j] = _mm512_loadu_ps(value + 16 * j);
+        for (int j = 0; j < 4; j++)
+            v[j] = bf16 ? widen16((const uint16_t *)values + t * dim + d0 + 16 * j)
+                        : _mm512_loadu_ps((const float *)values + t * dim + d0 + 16 * j);
         for (int g = 0; g < G; g++) {
             __m512 w = _mm512_set1_ps(scores[(g0 + g) * stride + t]);
             for (int j = 0; j < 4; j++) acc[g][j] = _mm512_fmadd_ps(w, v[j], acc[g][j]);
@@ -271,22 +347,25 @@ INLINE void mix_heads(const float *scores, const float *values, float *result, i
 #endif
 
 /* Each output row in blocks of 64 floats, eight accumulators held in registers (then 8 at a time).
- * With `more`, the accumulators start from result (a second span of positions). */
-static void mix_vector(const float *scores, const float *values, float *result, int64_t groups,
-                       int64_t dim, int64_t steps, int64_t stride, int more) {
+ * With `more`, the accumulators start from result (a second span of positions). `bf16` values only
+ * where mix_heads reads them (AS_READ, dim a multiple of 64). */
+INLINE void mix_vector(const float *scores, const void *cache, float *result, int64_t groups,
+                       int64_t dim, int64_t steps, int64_t stride, int more, int bf16) {
 #if defined(__AVX512F__)
     if (dim % 64 == 0) {
         for (int64_t d0 = 0; d0 < dim; d0 += 64)
             for (int64_t g0 = 0; g0 < groups; g0 += 4) {
                 int64_t left = groups - g0;
-                if (left >= 4) mix_heads(scores, values, result, g0, 4, d0, dim, steps, stride, more);
-                else if (left == 3) mix_heads(scores, values, result, g0, 3, d0, dim, steps, stride, more);
-                else if (left == 2) mix_heads(scores, values, result, g0, 2, d0, dim, steps, stride, more);
-                else mix_heads(scores, values, result, g0, 1, d0, dim, steps, stride, more);
+                if (left >= 4) mix_heads(scores, cache, result, g0, 4, d0, dim, steps, stride, more, bf16);
+                else if (left == 3) mix_heads(scores, cache, result, g0, 3, d0, dim, steps, stride, more, bf16);
+                else if (left == 2) mix_heads(scores, cache, result, g0, 2, d0, dim, steps, stride, more, bf16);
+                else mix_heads(scores, cache, result, g0, 1, d0, dim, steps, stride, more, bf16);
             }
         return;
     }
 #endif
+    const float *values = cache; /* fp32 here: a bf16 span comes widened (wide_v) */
+    (void)bf16;
     for (int64_t g = 0; g < groups; g++) {
         const float *w = scores + g * stride;
         float *og = result + g * dim;
@@ -329,20 +408,20 @@ INLINE void job(const float *query, const void *keys, const void *values, const 
         const char *start = from_k[1], *end = element(start, (count[1] < 16 ? count[1] : 16) * dim, bf16);
         for (const char *line = start; line < end; line += 64) _mm_prefetch(line, _MM_HINT_T0);
         start = from_v[1], end = element(start, (count[1] < 8 ? count[1] : 8) * dim, bf16);
-        for (const char *line = start; bf16 && line < end; line += 64) _mm_prefetch(line, _MM_HINT_T0);
+        for (const char *line = start; widens(bf16, dim) && line < end; line += 64) _mm_prefetch(line, _MM_HINT_T0);
         float *wide_k = wide, *wide_v = wide + 8 * dim;  /* bf16 only: [8, dim] and [stride, dim] */
         for (int s = 0; s < 2; s++)
             if (count[s])
                 scores_vector(query, from_k[s], from_v[s], scores + first[s], wide_k, wide_v + first[s] * dim,
                               groups, dim, count[s], stride, scale, bf16);
         for (int64_t g = 0; g < groups; g++) softmax_vector(scores + g * stride, steps);
-        if (bf16) {
-            mix_vector(scores, wide_v, result, groups, dim, steps, stride, 0);
+        if (widens(bf16, dim)) { /* widened into wide_v by scores_vector */
+            mix_vector(scores, wide_v, result, groups, dim, steps, stride, 0, 0);
             return;
         }
         for (int s = 0; s < 2; s++)
             if (count[s])
-                mix_vector(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot);
+                mix_vector(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot, bf16);
         return;
     }
 #endif
@@ -380,8 +459,9 @@ int decode_attention(const float *q, void *k, void *v, const float *new_k, const
     {
         float *scores = malloc(sizeof(float) * groups * stride);
         /* bf16's widened keys (a block) and values (a job's) */
-        float *wide = bf16 && vector ? malloc(sizeof(float) * (8 + stride) * dim) : NULL;
-        int missing = scores == NULL || (bf16 && vector && wide == NULL);
+        int widening = VECTOR && vector && widens(bf16, dim);
+        float *wide = widening ? malloc(sizeof(float) * (8 + stride) * dim) : NULL;
+        int missing = scores == NULL || (widening && wide == NULL);
         if (missing) {
 #pragma omp atomic write
             failed = 1;
