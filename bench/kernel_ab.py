@@ -16,7 +16,12 @@ commit's csrc: `cc -O3 -march=native -fno-math-errno -fPIC -shared -fopenmp csrc
 --attention times every layer's attention of one step instead, rows at positions 40-295 as in a
 run of 256 new tokens (bench/attention.py's), over an fp32 cache and a bf16 one, and checks that
 the two builds' results are bit-identical; both builds must have this commit's interface
-(csrc/kernels.h).
+(csrc/kernels.h). --generate P runs whole greedy generations instead: the bench's first P prompts
+through the engine on a fresh backend with each build in turn (ABBA..., --rounds of them, weights
+as --dtype), and prints each build's tokens/s and whether their outputs are equal:
+
+    python bench/kernel_ab.py before.so --generate 256 --max-new-tokens 256 --dtype bf16 --rounds 2 \
+        --models SmolLM2-360M
 """
 
 from __future__ import annotations
@@ -130,6 +135,37 @@ def compare_attention(libs: dict[str, object], name: str, rows: int, rounds: int
     return "; ".join(said)
 
 
+def compare_generation(
+    libs: dict[str, object], name: str, prompts: int, new_tokens: int, dtype: str, rounds: int
+) -> str:
+    """Each library's mean tokens/s over `rounds` alternated whole runs of `prompts` greedy prompts."""
+    from prompt_set import bench_prompts
+    from random_models import random_model
+    from sizes import engine_tokens, release
+
+    from tasks.backends import GenerationParams
+    from tasks.backends.transformers_backend import TransformersBackend
+
+    path, names = str(random_model(name)), list(libs)
+    params = GenerationParams(max_new_tokens=new_tokens, temperature=0.0)
+    speeds, outputs = {which: [] for which in names}, {}
+    for r in range(rounds):
+        for which in names if r % 2 == 0 else names[::-1]:
+            kernels.use(libs[which])
+            backend = TransformersBackend(path, dtype=dtype)
+            ids = [
+                backend.tokenizer(backend.render(p), add_special_tokens=False)["input_ids"]
+                for p in bench_prompts(prompts)
+            ]
+            engine_tokens(backend, ids[:2], params.model_copy(update={"max_new_tokens": 4}))  # warm up
+            tok_s, outputs[which] = engine_tokens(backend, ids, params)
+            release(backend)
+            speeds[which].append(tok_s)
+    a, b = (sum(speeds[which]) / rounds for which in names)
+    same = "equal" if outputs[names[0]] == outputs[names[1]] else "DIFFERENT"
+    return f"{dtype} weights, a {a:.1f} tok/s, b {b:.1f} tok/s, b/a {b / a:.3f}; greedy outputs {same}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -143,6 +179,9 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", type=int, default=[8, 64, 256])
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--attention", action="store_true", help="time the attention, not the products")
+    parser.add_argument("--generate", type=int, metavar="P", help="whole runs of P prompts, not a step")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="with --generate")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="with --generate")
     args = parser.parse_args()
     if len(args.libraries) > 2:
         parser.error("give one library (compared with the engine's build) or two")
@@ -152,6 +191,12 @@ def main() -> None:
     if any(lib is None or not lib.linear_available() for lib in libs.values()):
         sys.exit("The C kernel needs a C compiler and AVX-512 here; the engine uses oneDNN on this CPU.")
     a, b = libs
+    if args.generate:
+        print(f"{torch.get_num_threads()} threads; whole runs, {args.rounds} alternated; b = {b}, a = {a}")
+        for name in args.models:
+            said = compare_generation(libs, name, args.generate, args.max_new_tokens, args.dtype, args.rounds)
+            print(f"{name}, {args.generate} prompts x {args.max_new_tokens} tokens: {said}", flush=True)
+        return
     unit = "ms a step's attention" if args.attention else "GFLOP/s"
     print(f"{torch.get_num_threads()} threads; {unit} over {args.rounds} interleaved steps; b = {b}, a = {a}")
     for name in args.models:

@@ -113,6 +113,14 @@ def kernel(build_dir: Path | None = None) -> ctypes.CDLL | None:
         return _kernel
 
 
+def use(library: ctypes.CDLL) -> None:
+    """From now on `kernel()` returns `library`: engines made after this call run on it (bench/kernel_ab.py
+    runs whole generations on two builds in turn)."""
+    global _kernel
+    with _lock:
+        _kernel = library
+
+
 @dataclass
 class KeptPrefix:
     """A shared prompt prefix's keys and values, every layer, kept once by the engine: each
