@@ -19,6 +19,7 @@ from typing import Any
 
 from tasks.backends import Generation, GenerationParams, Message, get_backend
 from tasks.pipeline.caching import technique_task
+from tasks.quality.figures import unsupported_figure
 from tasks.quality.filters import (
     degenerate,
     echoes,
@@ -41,6 +42,10 @@ CHECKS: dict[str, Callable[[str, Row, str], str | None]] = {
     "not_a_request": lambda text, row, template: not_a_request(text),
     "mentions_prompt": lambda text, row, template: mentions_prompt(text),
     "non_answer": lambda text, row, template: non_answer(text, row.get("instruction")),
+    # a grounded answer's figures against its passage and question
+    "unsupported_figure": lambda text, row, template: unsupported_figure(
+        text, f"{row.get('context') or ''} {row.get('instruction') or ''}"
+    ),
     "echo_of_prompt": lambda text, row, template: echoes(text, boilerplate(template, row), n=4),
 }
 DEFAULT_CHECKS = ("empty", "degenerate", "refusal")

@@ -8,7 +8,9 @@ Grounding: a row written from a seed passage can be answered with that passage i
 reference material (`respond_grounded.jinja`), so facts in the answer come from the passage instead
 of the model's memory; the row's `instruction` stays the self-contained question, and `grounded`
 records whether its answer saw the passage. A grounded answer that talks about the material it was
-given ("According to the reference text...") is drawn again, since the row keeps no passage.
+given ("According to the reference text...") is drawn again, since the row keeps no passage, and so
+is one that states a figure its passage and question never do ("the 1924 London Olympics" about a
+passage on the 1908 Games): `unsupported_figure`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ TEMPLATE = "respond.jinja"
 GROUNDED_TEMPLATE = "respond_grounded.jinja"
 # An answer must also say something: not its question again, not only an offer of help.
 CHECKS = (*generate.DEFAULT_CHECKS, "non_answer")
+# A grounded answer must not talk about the material it was given (the row keeps no passage), nor
+# state a year or figure its passage and question never do (tasks/quality/figures.py).
+GROUNDED_CHECKS = ("mentions_prompt", "unsupported_figure")
 
 
 def response_template(grounded: bool, template: str = TEMPLATE) -> str:
@@ -59,7 +64,7 @@ def generate_responses(
         params=params,
         system_prompt=system_prompt,
         stage=STAGE,
-        checks=CHECKS + ("mentions_prompt",) if grounded else CHECKS,
+        checks=CHECKS + GROUNDED_CHECKS if grounded else CHECKS,
         prompt_overrides=prompt_overrides,
     )
     return {**result, "rows": [{**row, "grounded": grounded} for row in result["rows"]]}

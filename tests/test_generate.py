@@ -203,6 +203,21 @@ def test_responses_are_this_task_with_the_response_template(fake):
     assert fake.prompts[0][-1] == {"role": "user", "content": "Why tides?"}
 
 
+def test_a_grounded_answer_with_a_figure_its_passage_never_states_is_drawn_again(fake):
+    from tasks.respond import generate_responses
+
+    fake.responder = lambda prompt, params: (
+        "The Games took place in London in 1924." if params.seed == 7 else "They were held in London in 1908."
+    )
+    row = {"id": "a", "instruction": "When were the London Olympics held?", "context": "The 1908 London Games."}
+    out = generate_responses.fn([row], 0, "fake", "fake", PARAMS, grounded=True)
+    assert [r["response"] for r in out["rows"]] == ["They were held in London in 1908."]
+    assert [d["reason"] for d in out["drops"]] == ["unsupported_figure:resampled"]
+    fake.responder = lambda prompt, params: "The Games took place in London in 1924."
+    plain = generate_responses.fn([row], 0, "fake", "fake", PARAMS)  # not grounded: no passage to hold it to
+    assert plain["rows"] and plain["drops"] == []
+
+
 def test_notebook_functions_take_a_list_of_dicts(fake):
     rows, drops = notebook.generate(
         [{"topic": "tides"}], "Haiku: {{ topic }}", "haiku", backend="fake", model="fake"
