@@ -138,14 +138,18 @@ PANTHEON = "The Pantheon was completed under Hadrian around 126 AD. Its dome is 
     [
         ("It was built in 121 AD.", PANTHEON, "unsupported_figure"),
         ("The Games took place from 1936 to 1938.", "The 1908 London Olympics.", "unsupported_figure"),
-        ("The normal range is 130-139 mmHg.", "120 over 80 is normal; 130 over 80 is high.", "unsupported_figure"),
+        (
+            "The normal range is 130-139 mmHg.",
+            "120 over 80 is normal, 130 over 80 high.",
+            "unsupported_figure",
+        ),
         ("Its dome, about 43 metres wide, dates from 126 AD.", PANTHEON, None),  # a rounding of 43.3
         ("Built around 126 AD, in the 120s.", PANTHEON, None),  # a decade
         ("After 12 years the occupier gains title.", "The period is twelve years, since 1925.", None),
         ("1. Dome\n2. Oculus\n10. Porch\n11. Walls", PANTHEON, None),  # list numbering
         ("It has 2 parts and 3 doors.", PANTHEON, None),  # single digits
-        ("The United States Constitution dates from 1776.", "A writ orders a jailer to bring a prisoner.", None),
-        ("The 1997 act made it independent.", PANTHEON + " What did the 1997 act do?", None),  # the question's
+        ("The US Constitution dates from 1776.", "A writ orders a jailer to bring a prisoner.", None),
+        ("The 1997 act made it independent.", PANTHEON + " What did the 1997 act do?", None),  # asked
         ("Heard 3,000 kilometres away.", "The blast was heard more than 3,000 kilometres away.", None),
     ],
 )

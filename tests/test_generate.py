@@ -209,7 +209,11 @@ def test_a_grounded_answer_with_a_figure_its_passage_never_states_is_drawn_again
     fake.responder = lambda prompt, params: (
         "The Games took place in London in 1924." if params.seed == 7 else "They were held in London in 1908."
     )
-    row = {"id": "a", "instruction": "When were the London Olympics held?", "context": "The 1908 London Games."}
+    row = {
+        "id": "a",
+        "instruction": "When were the London Olympics held?",
+        "context": "The 1908 London Games.",
+    }
     out = generate_responses.fn([row], 0, "fake", "fake", PARAMS, grounded=True)
     assert [r["response"] for r in out["rows"]] == ["They were held in London in 1908."]
     assert [d["reason"] for d in out["drops"]] == ["unsupported_figure:resampled"]
