@@ -89,6 +89,7 @@ def test_rouge_l():
     [
         ("According to the reference text, tides follow the Moon.", "mentions_prompt"),
         ("The text suggests that saving 1,050 euros early pays off.", "mentions_prompt"),
+        ("1. The text is about compound interest.", "mentions_prompt"),
         ("The answer to the question is: the Moon.", "mentions_prompt"),
         ('Premise: "Premise 1"  Question: How?  Answer:', "mentions_prompt"),
         ("The answer to this question depends on the interest rate.", None),

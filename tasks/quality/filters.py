@@ -161,7 +161,7 @@ _ASSISTANT_VOICE = re.compile(
 _SOURCE_TALK = re.compile(
     r"\b(?:the|this|that)\s+reference(?:\s+text)?\b|\b(?:the|this)\s+passage\b(?!\s+of)|"
     r"\bthe\s+text\s+(?:above|provided|provides|states|says|describes|mentions|explains|suggests|shows|notes|"
-    r"indicates|discusses|highlights)\b|"
+    r"indicates|discusses|highlights|is about)\b|"
     r"\baccording to the (?:text|passage|reference)\b|"
     r"\bthe answer to (?:the|this|your) question\s*(?:is\b|about\b|:|[\"'“])|"
     r"(?:^|\n|\s)(?:question|answer|premise)\s*:",  # the prompt's own scaffold, written back
