@@ -53,7 +53,7 @@ def instruct(
     system_prompt: str | None = None,
     ground_responses: bool = True,
     near_duplicate_threshold: Fraction = 0.7,
-    max_rounds: Positive = 3,
+    max_rounds: Positive = 5,
     llm: Model = Model(),
     sampling: Sampling = Sampling(),
     batching: Batching = Batching(),
