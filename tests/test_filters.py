@@ -109,6 +109,8 @@ def test_mentions_prompt(response, reason):
             "non_answer",
         ),
         ("I'm ready to help. What's your next question?", "How to use Git?", "non_answer"),
+        ("Why do we use Git?  The answer is:", "Why do we use Git?", "non_answer"),
+        ("The answer is: Git tracks changes.", "Why do we use Git?", None),
         ("Tides come from the Moon's pull on the oceans.", "What causes tides?", None),
         (
             "I'd be happy to help! "

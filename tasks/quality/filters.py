@@ -176,9 +176,15 @@ def mentions_prompt(response: str) -> str | None:
     return "mentions_prompt" if _SOURCE_TALK.search(response) else None
 
 
+_ANNOUNCED = re.compile(r"\banswer(?:\s+is)?\s*:\s*$", re.IGNORECASE)  # and then nothing
+
+
 def non_answer(response: str, instruction: str | None, max_words: int = 30) -> str | None:
     """`non_answer` when a response only repeats its instruction ("The tides occur on land versus at
-    sea.") or, short, only offers help ("I'm ready to help. What's your next question?")."""
+    sea."), ends by announcing an answer it never gives ("Why do we use Git? The answer is:") or,
+    short, only offers help ("I'm ready to help. What's your next question?")."""
+    if _ANNOUNCED.search(response):
+        return "non_answer"
     if instruction and (
         normalize(response) in normalize(instruction) or rouge_l(response, instruction) >= 0.8
     ):
