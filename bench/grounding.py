@@ -82,13 +82,13 @@ def main() -> None:
         )
         rows += made["rows"]
     llm = get_backend(args.backend, args.model)
+    answered = rows * len(args.answer_seeds)  # each question once per answer seed, in that order
     results = {}
     for name, template in (("ungrounded", TEMPLATE), ("grounded", GROUNDED_TEMPLATE)):
         outputs = []
         for seed in args.answer_seeds:  # the instruct flow's sampling
             answer = GenerationParams(max_new_tokens=256, temperature=0.3, seed=seed)
             outputs += llm.generate([build_messages(row, template) for row in rows], answer)
-        answered = rows * len(args.answer_seeds)
         sources = [row["context"] + " " + row["instruction"] for row in answered]
         scores = [unsupported(out.text, source) for source, out in zip(sources, outputs)]
         flagged = [bool(unsupported_figure(out.text, source)) for source, out in zip(sources, outputs)]
@@ -123,7 +123,7 @@ def main() -> None:
                 "flagged": f,
             }
             for r, u, g, f in zip(
-                rows * len(args.answer_seeds),
+                answered,
                 results["ungrounded"]["answers"],
                 results["grounded"]["answers"],
                 results["grounded"]["flagged"],

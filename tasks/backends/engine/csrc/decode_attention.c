@@ -207,8 +207,8 @@ INLINE void heads_scores(const float *query, const void *row[8], float *scores, 
  * positions ahead. The cache is read from memory, not from caches, and one stream at a time left
  * the cores waiting; with both in flight a position costs close to what streaming it from memory
  * does (docs/engine.md, "Where the time goes"). The last partial block runs the same arithmetic on
- * its rows (the others repeat row 0, their scores dropped), so a position's score does not depend on where a span of
- * positions starts (the shared prefix is a span of its own).
+ * its rows (the others repeat row 0, their scores dropped), so a position's score does not depend
+ * on where a span of positions starts (the shared prefix is a span of its own).
  * A bf16 cache that widens() (no AVX-512): each block's keys are widened into `wide_k` (8 * dim
  * floats) before its scores, and its values into `wide_v` (the span's, steps * dim floats), which
  * mix_vector then reads; values are prefetched a block ahead, as they are widened here, not read
