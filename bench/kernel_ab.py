@@ -75,7 +75,7 @@ class StepProducts:
             lib.linear(
                 self.inputs[k].data_ptr(), weight.data_ptr(), None, None, self.outputs[n].data_ptr(),
                 self.rows, k, n, 0, threads, then[0].data_ptr() if then else None,
-                then[1] if then else 0, then[2] if then else 0,
+                then[1] if then else 0, then[2] if then else 0, weight.dtype == torch.bfloat16,
             )  # fmt: skip
         return time.perf_counter() - start
 

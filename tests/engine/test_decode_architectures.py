@@ -21,20 +21,26 @@ SMALL = {
 
 
 @pytest.mark.parametrize(
-    "config, cls",
+    "config, cls, published",
     [
-        (Qwen2Config(**SMALL, use_sliding_window=False), Qwen2ForCausalLM),
-        (MistralConfig(**SMALL, sliding_window=None), MistralForCausalLM),
+        (Qwen2Config(**SMALL, use_sliding_window=False), Qwen2ForCausalLM, torch.float32),
+        (MistralConfig(**SMALL, sliding_window=None), MistralForCausalLM, torch.float32),
+        # stored in bf16, as most checkpoints are, and loaded in fp32: the C kernel's panels hold
+        # the weights' bf16 values in bf16 (where it runs the products), with the same outputs
+        (Qwen2Config(**SMALL, use_sliding_window=False), Qwen2ForCausalLM, torch.bfloat16),
     ],
 )
-def test_tiny_models_decode_like_generate(tmp_path, config, cls):
+def test_tiny_models_decode_like_generate(tmp_path, config, cls, published):
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     config.vocab_size = len(tokenizer)
     torch.manual_seed(0)
-    cls(config).save_pretrained(tmp_path)
+    cls(config).to(published).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     backend = TransformersBackend(str(tmp_path), batch_size=2)
     assert backend.engine is not None
+    linear = backend.engine.net.linear
+    assert backend.engine.net.lm.dtype == torch.float32
+    assert linear.panels_bf16 == (published == torch.bfloat16 and linear.kernel is not None)
     prompts = ["Once upon a time", "The capital of France is Paris and", "1 2 3", "Hello there, how are"]
     params = GenerationParams(max_new_tokens=12, temperature=0.0)
     ids = [backend.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]

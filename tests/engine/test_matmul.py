@@ -132,7 +132,7 @@ def test_kernel_threads_taking_each_others_panels_change_no_result(use, out_feat
             got = torch.full_like(want, float("nan"))
             failed = projections.kernel.linear(
                 x.data_ptr(), projections.packed[layer].data_ptr(), layer.bias.data_ptr(), None,
-                got.data_ptr(), 50, 300, out_features, 0, threads, None, 0, 0,
+                got.data_ptr(), 50, 300, out_features, 0, threads, None, 0, 0, projections.panels_bf16,
             )  # fmt: skip
             assert failed == 0 and torch.equal(got, want), threads
 
@@ -179,7 +179,9 @@ def test_a_kernel_failing_its_check_gives_back_the_weights_it_took(layers, use, 
     use("kernel", layers)  # skips where there is no kernel
     want = [layer.weight.detach().clone() for layer in layers]
     real = kernels.linear_pack
-    monkeypatch.setattr(kernels, "linear_pack", lambda lib, w: real(lib, w if w.shape[0] == 96 else -w))
+    monkeypatch.setattr(
+        kernels, "linear_pack", lambda lib, w, bf16=False: real(lib, w if w.shape[0] == 96 else -w, bf16)
+    )
     model = types.SimpleNamespace(**vars(cpu_model()), get_output_embeddings=lambda: None)
     projections = Projections(model, layers, take_weights=True)
     assert projections.kernel is None and not projections.packed and not projections.freed
@@ -227,5 +229,45 @@ def test_kernel_in_slices_of_the_inner_size_gives_the_modules_results(use, featu
             failed = projections.kernel.linear(
                 x.data_ptr(), projections.packed[layer].data_ptr(), layer.bias.data_ptr(),
                 residual.data_ptr(), residual.data_ptr(), 11, features, 70, 3, 2, None, 0, 0,
+                projections.panels_bf16,
             )  # fmt: skip
             assert failed == 0 and torch.equal(residual, got)
+
+
+@pytest.mark.parametrize("features, out_features, rows", [(300, 70, 7), (2100, 96, 13), (64, 1100, 1)])
+def test_bf16_panels_give_the_fp32_panels_results_bit_for_bit(use, monkeypatch, features, out_features, rows):
+    """Weights whose values are all bf16 values (a checkpoint published in bf16, loaded in fp32)
+    are held in bf16 panels, which the kernel widens back exactly: every op's result equals the
+    fp32 panels' to the bit (a long k in slices, a padded last panel, a partial block of rows,
+    the next product's panels prefetched), and the panels give the weight back exactly."""
+    torch.manual_seed(features)
+    layer, after = torch.nn.Linear(features, out_features), torch.nn.Linear(out_features, features)
+    with torch.no_grad():
+        for module in (layer, after):
+            module.weight.copy_(module.weight.bfloat16().float())
+    halves = use("kernel", [layer, after])
+    assert halves.panels_bf16 and {p.dtype for p in halves.packed.values()} == {torch.bfloat16}
+    monkeypatch.setenv("INSTRUCTFORGE_MATMUL", "fp32-panels")
+    whole = Projections(cpu_model(), [layer, after])
+    assert not whole.panels_bf16 and {p.dtype for p in whole.packed.values()} == {torch.float32}
+    x, other = torch.randn(rows, features), torch.randn(rows, out_features)
+    with torch.inference_mode():
+        for op in ("none", "swish", "mul", "add"):
+            got, want = (
+                kernels.linear(
+                    p.kernel, x, p.packed[layer], out_features, layer.bias, op, other, then=p.following[layer]
+                )
+                for p in (halves, whole)
+            )
+            assert torch.equal(got, want), op
+        unpacked = kernels.linear_unpack(halves.kernel, halves.packed[layer], out_features, features)
+    assert unpacked.dtype == torch.float32 and torch.equal(unpacked, layer.weight)
+
+
+def test_one_weight_bf16_cannot_hold_keeps_every_panel_fp32(layers, use):
+    """The panels are all bf16 or all fp32 (a product prefetches the next one's): one weight with a
+    value bf16 cannot hold keeps the model's weights in fp32."""
+    with torch.no_grad():
+        layers[0].weight.copy_(layers[0].weight.bfloat16().float())
+    projections = use("kernel", layers)
+    assert not projections.panels_bf16 and {p.dtype for p in projections.packed.values()} == {torch.float32}

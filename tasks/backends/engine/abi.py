@@ -34,17 +34,17 @@ SIGNATURES: dict[str, Signature] = {
     # w, out; n, k
     "linear_pack": S(None, [PTR] * 2 + [I64] * 2),
     "linear_available": S(INT, []),
-    # x, packed, bias, other, out; m, k, n; op, threads; then; then_n, then_k
-    "linear": S(INT, [PTR] * 5 + [I64] * 3 + [INT] * 2 + [PTR] + [I64] * 2),
+    # x, packed, bias, other, out; m, k, n; op, threads; then; then_n, then_k; bf16
+    "linear": S(INT, [PTR] * 5 + [I64] * 3 + [INT] * 2 + [PTR] + [I64] * 2 + [INT]),
     # logits; n, vocab; temperature, top_p, draws; count; out; threads
     "sample_rows": S(INT, [PTR] + [I64] * 2 + [PTR] * 3 + [I64, PTR, INT]),
     # logits; n, vocab; out; threads
     "argmax_rows": S(None, [PTR] + [I64] * 2 + [PTR, INT]),
     # x; n, layers; table, head; vocab, hidden, heads, kv_heads, dim, inter; eps; cos, sin, len,
-    # hot_k, hot_v, hot_len; slot_stride, head_stride, max_len; scale, threads
+    # hot_k, hot_v, hot_len; slot_stride, head_stride, max_len; scale, bf16, threads
     "decode_layers": S(
         INT,
-        [PTR] + [I64] * 2 + [PTR] * 2 + [I64] * 6 + [F32] + [PTR] * 6 + [I64] * 3 + [F32, INT],
+        [PTR] + [I64] * 2 + [PTR] * 2 + [I64] * 6 + [F32] + [PTR] * 6 + [I64] * 3 + [F32, INT, INT],
     ),
 }
 

@@ -135,6 +135,7 @@ class FusedLayers:
             keys.stride(1),
             longest,
             self.scale,
+            net.linear.panels_bf16,
             torch.get_num_threads(),
         )
         if failed:

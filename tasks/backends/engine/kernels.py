@@ -242,19 +242,28 @@ class NextWeights:
     in_features: int
 
 
-def linear_pack(lib, weight: torch.Tensor) -> torch.Tensor:
-    """An fp32 `nn.Linear` weight [out, in] in linear.c's panels (a flat tensor)."""
+def bf16_values(weight: torch.Tensor) -> bool:
+    """Whether every value of fp32 `weight` is a bfloat16 value (its low 16 bits zero), as in a
+    checkpoint published in bf16 and loaded in fp32: then it is held in bf16 exactly."""
+    bits = weight.detach().contiguous().view(torch.int32).view(-1)
+    return not any(bool((part & 0xFFFF).any()) for part in bits.split(1 << 22))  # 16 MB at a time
+
+
+def linear_pack(lib, weight: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """An fp32 `nn.Linear` weight [out, in] in linear.c's panels (a flat tensor); `bf16`: the panels
+    in bfloat16, half the bytes, for a weight of bf16 values (`bf16_values`: the same values)."""
     n, k = weight.shape
     weight = weight.detach().contiguous()
     packed = torch.empty(lib.linear_packed_floats(n, k), dtype=torch.float32)
     lib.linear_pack(weight.data_ptr(), packed.data_ptr(), n, k)
-    return packed
+    return packed.to(torch.bfloat16) if bf16 else packed
 
 
 def linear_unpack(lib, packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """The [n, k] weight `linear_pack` made `packed` from, exactly (packing only moves values)."""
+    """The fp32 [n, k] weight `linear_pack` made `packed` from, exactly (packing only moves values,
+    and a bf16 panel holds a weight of bf16 values)."""
     panel = lib.linear_packed_floats(1, 1)  # linear.c's panel width: one input, one padded panel
-    return packed.view(-1, k, panel).transpose(1, 2).reshape(-1, k)[:n].clone()
+    return packed.view(-1, k, panel).transpose(1, 2).reshape(-1, k)[:n].to(torch.float32, copy=True)
 
 
 def linear(
@@ -270,7 +279,11 @@ def linear(
 ) -> torch.Tensor:
     """`F.linear(x, weight, bias)` for fp32 `x` [..., in], the weight from `linear_pack` (`n`: its
     out features), then `op`: "swish" (SiLU), "mul" or "add" `other` (x's shape but [..., n]).
-    Written into `out` ([rows, n], contiguous) where given; `then`: the next product."""
+    Written into `out` ([rows, n], contiguous) where given; `then`: the next product, its panels
+    of `packed`'s dtype."""
+    bf16 = packed.dtype == torch.bfloat16
+    if then is not None and then.packed.dtype != packed.dtype:
+        raise TypeError(f"the next product's panels are {then.packed.dtype}, this one's {packed.dtype}")
     k = x.shape[-1]
     x = x.reshape(-1, k).contiguous()
     m = x.shape[0]
@@ -292,7 +305,10 @@ def linear(
         then.packed.data_ptr() if then else None,
         then.out_features if then else 0,
         then.in_features if then else 0,
+        bf16,
     )
-    if failed:  # the portable build, which `linear_available` reports
+    if failed < 0:  # the portable build, which `linear_available` reports
         raise RuntimeError("linear.c was built without AVX-512: use oneDNN or F.linear")
+    if failed:
+        raise MemoryError("linear: out of memory for a panel's widened bf16 values")
     return out

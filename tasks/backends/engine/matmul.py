@@ -11,6 +11,13 @@ measures all three, and the machine's peak as the fastest (docs/engine.md has th
 `INSTRUCTFORGE_MATMUL=onednn` skips the kernel; `INSTRUCTFORGE_MATMUL=torch` keeps `F.linear`.
 oneDNN's packed ops are private torch API, used only where `private_ops` has checked them.
 
+A checkpoint published in bf16 (SmolLM2, Qwen2.5, Llama 3.2 are) loads as fp32 weights whose values
+are all bf16 values. The C kernel then holds its panels in bf16, exactly: half the memory, half the
+bytes each decode step reads, which the products wait on; the kernel widens each slice of a panel
+back to fp32 once for all the rows, so the arithmetic and results are those of the fp32 panels.
+Any weight with a value bf16 cannot hold keeps the whole model on fp32 panels.
+`INSTRUCTFORGE_MATMUL=fp32-panels` keeps fp32 panels anyway (for side-by-side runs).
+
 With the C kernel, each projection's own fp32 weight is freed once packed (the panels give it back
 exactly where transformers' `generate` runs the same model: `Projections.module_weights`); oneDNN's
 packed weights are a second copy (0.5 GB for the 135M model). The vocabulary head keeps its own.
@@ -127,6 +134,7 @@ class Projections:
         packed, lent back by `module_weights`); the vocabulary head keeps its own."""
         self.packed: dict[torch.nn.Module, torch.Tensor] = {}
         self.kernel = None  # the C library, when it does the products
+        self.panels_bf16 = False  # the kernel's panels hold the weights' (bf16) values in bf16
         self.following: dict[torch.nn.Module, kernels.NextWeights] = {}
         self.bf16 = weights == "bf16" and model.device.type == "cpu"  # on a GPU the model is bf16
         self.biases: dict[torch.nn.Module, torch.Tensor] = {}  # bf16 mode: each bias, fp32
@@ -145,7 +153,10 @@ class Projections:
             with torch.inference_mode():
                 if kernel_products():
                     self.kernel = kernels.kernel()
-                    packer = functools.partial(kernels.linear_pack, self.kernel)
+                    self.panels_bf16 = choice != "fp32-panels" and all(
+                        kernels.bf16_values(module.weight) for module in linears
+                    )
+                    packer = functools.partial(kernels.linear_pack, self.kernel, bf16=self.panels_bf16)
                 elif onednn_available():
                     packer = pack
                 else:
@@ -162,7 +173,7 @@ class Projections:
         except RuntimeError as err:  # an op this torch build lacks or refuses: the plain modules
             log.debug("packed weights unavailable (%s): projections use F.linear", err)
             self._restore()
-            self.packed, self.kernel, self.freed = {}, None, []
+            self.packed, self.kernel, self.freed, self.panels_bf16 = {}, None, [], False
         # `modules` come in the order a forward pass runs them: the kernel prefetches the next
         # product's first weights while it finishes the current one
         order = [module for module in linears if module in self.packed]

@@ -16,5 +16,7 @@ def describe(net: SlotModel) -> str:
     products = "linear.c" if linear.kernel is not None else "oneDNN" if linear.packed else "F.linear"
     if linear.bf16:
         products += " (bf16 weights, bf16 KV cache)"
+    elif linear.panels_bf16:
+        products += " (the weights' bf16 values held in bf16)"
     fused = "; a step's layers in one C call" if net.fused is not None else ""
     return f"Decode engine ({where}): {steps}; products through {products}{fused}."

@@ -142,24 +142,55 @@ static inline __attribute__((always_inline)) void block(int rows, const float *x
     }
 }
 
+/* This thread's buffer for one slice of a bf16 panel widened to fp32 (`k` inputs x 64), kept
+ * between calls; NULL if there is no memory for it. */
+static float *widened_slice(int64_t k) {
+    static _Thread_local float *buffer = 0;
+    static _Thread_local int64_t held = 0;
+    if (k > held) {
+        float *grown = aligned_alloc(64, (size_t)k * PANEL * sizeof(float));
+        if (!grown) return 0;
+        free(buffer);
+        buffer = grown, held = k;
+    }
+    return buffer;
+}
+
+/* `count` bf16 values as fp32 (exact: a bf16 value is the high half of the fp32 one); count % 16 == 0 */
+static const float *widen(const uint16_t *in, float *out, int64_t count) {
+    for (int64_t e = 0; e < count; e += 16) {
+        __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(in + e)));
+        _mm512_store_ps(out + e, _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
+    }
+    return out;
+}
+
 /* Rows [first, last) of x times panel p, one slice of k at a time (slice()); `next` (or NULL) is
  * the panel to prefetch meanwhile, `lines` cache lines long. Within a panel, each slice's share of
- * the panel is prefetched while the slice before it is in use; during the last slice, `next`. */
-static void panel_rows(const float *x, const float *packed, float *out, const float *bias,
-                       const float *other, int64_t first, int64_t last, int64_t k, int64_t n, int64_t p,
-                       const float *next, int64_t lines, int op) {
-    const float *panel = packed + p * k * PANEL;
+ * the panel is prefetched while the slice before it is in use; during the last slice, `next`.
+ * Panels of `bf16` values are widened a slice at a time into this thread's buffer, once for all
+ * the rows (the multiply-adds are then the fp32 panels' own: the same results). 1: out of memory. */
+static int panel_rows(const float *x, const void *packed, float *out, const float *bias, const float *other,
+                      int64_t first, int64_t last, int64_t k, int64_t n, int64_t p, const void *next,
+                      int64_t lines, int op, int bf16) {
+    int64_t size = bf16 ? 2 : 4; /* bytes a value */
+    const char *panel = (const char *)packed + p * k * PANEL * size;
     int64_t step = slice(k);
     float *partial = step < k ? partial_sums(last) : 0;
     if (step < k && !partial) step = k; /* no memory for the partial sums: the panel whole */
+    float *wide = bf16 ? widened_slice(step) : 0;
+    if (bf16 && !wide) return 1;
     for (int64_t start = 0; start < k; start += step) {
         int64_t len = k - start < step ? k - start : step;
         int is_last = start + len >= k;
-        const float *to = is_last ? next : panel + (start + len) * PANEL; /* prefetched meanwhile */
-        int64_t to_lines = is_last ? lines : (k - start - len < step ? k - start - len : step) * PANEL / 16;
+        /* prefetched meanwhile, a 64-byte line a k-step of each block (`ahead`) */
+        const char *to = is_last ? (const char *)next : panel + (start + len) * PANEL * size;
+        int64_t to_lines = is_last ? lines : (k - start - len < step ? k - start - len : step) * PANEL * size / 64;
+        const char *at = panel + start * PANEL * size;
+        const float *pw = bf16 ? widen((const uint16_t *)at, wide, len * PANEL) : (const float *)at;
         for (int64_t row = first, b = 0; row < last; row += ROWS, b++) {
-            const float *ahead = to && b * len < to_lines ? to + b * len * 16 : 0;
-            const float *xr = x + row * k + start, *pw = panel + start * PANEL;
+            const float *ahead = to && b * len < to_lines ? (const float *)(to + b * len * 64) : 0;
+            const float *xr = x + row * k + start;
             int64_t col = p * PANEL;
             int f = start == 0;
             switch (last - row < ROWS ? last - row : ROWS) {
@@ -172,6 +203,7 @@ static void panel_rows(const float *x, const float *packed, float *out, const fl
             }
         }
     }
+    return 0;
 }
 
 /* The (panel, row range) tasks of a product with `panels` panels on `threads` threads: a panel's
@@ -200,7 +232,11 @@ static int64_t take(tasks_range *r, int front) {
     }
 }
 
-/* `then` (or NULL): the packed weight of the product that comes next, [then_k] inputs to [then_n]
+/* `bf16`: the panels (`packed`'s and `then`'s) hold bfloat16 values (linear_pack's panels rounded
+ * to bf16, exact where the weight's values are bf16 ones, as in checkpoints published in bf16): half
+ * the bytes a step reads from memory, and the same results as the fp32 panels of those values.
+ *
+ * `then` (or NULL): the packed weight of the product that comes next, [then_k] inputs to [then_n]
  * outputs; each thread prefetches the first panel it will take there during its last one here.
  * Without it, every product began with each thread waiting on its first panel from memory (most
  * felt at few rows, where a product is short).
@@ -212,9 +248,11 @@ static int64_t take(tasks_range *r, int front) {
  * process, a virtual CPU the host held back) left the other waiting at the end of every product;
  * handed out one at a time in order, the threads' panels interleaved and each core's prefetch
  * fetched its neighbour's panels too (slower at few rows, where products wait on memory). */
-int linear(const float *x, const float *packed, const float *bias, const float *other, float *out,
-           int64_t m, int64_t k, int64_t n, int op, int threads, const float *then, int64_t then_n,
-           int64_t then_k) {
+int linear(const float *x, const void *packed, const float *bias, const float *other, float *out,
+           int64_t m, int64_t k, int64_t n, int op, int threads, const void *then, int64_t then_n,
+           int64_t then_k, int bf16) {
+    int64_t size = bf16 ? 2 : 4; /* bytes a value */
+    int failed = 0;
     int64_t panels = (n + PANEL - 1) / PANEL;
     int64_t parts = parts_of(panels, threads); /* row ranges per panel */
     int64_t tasks = panels * parts;
@@ -242,15 +280,19 @@ int linear(const float *x, const float *packed, const float *bias, const float *
             uint64_t seen = __atomic_load_n(&runs[from].range, __ATOMIC_RELAXED);
             uint32_t lo = (uint32_t)seen, hi = (uint32_t)(seen >> 32);
             int64_t likely = lo < hi ? (int64_t)(from == t ? lo : hi - 1) : -1;
-            const float *next = 0;
-            int64_t lines = k * PANEL / 16;
+            const char *next = 0;
+            int64_t lines = k * PANEL * size / 64;
             if (likely >= 0) {
-                if (likely / parts != p) next = packed + likely / parts * k * PANEL;
+                if (likely / parts != p) next = (const char *)packed + likely / parts * k * PANEL * size;
             } else if (then) { /* the first panel of this thread's own run in the next product */
-                next = then + then_panels * then_parts * t / threads / then_parts * then_k * PANEL;
-                lines = then_k * PANEL / 16;
+                int64_t at = then_panels * then_parts * t / threads / then_parts * then_k * PANEL;
+                next = (const char *)then + at * size;
+                lines = then_k * PANEL * size / 64;
             }
-            panel_rows(x, packed, out, bias, other, first, last, k, n, p, next, lines, op);
+            if (panel_rows(x, packed, out, bias, other, first, last, k, n, p, next, lines, op, bf16)) {
+#pragma omp atomic write
+                failed = 1;
+            }
             task = take(&runs[from], from == t);
             for (int64_t other_run = 1; task < 0 && other_run < threads; other_run++) {
                 from = (t + other_run) % threads;
@@ -258,16 +300,16 @@ int linear(const float *x, const float *packed, const float *bias, const float *
             }
         }
     }
-    return 0;
+    return failed;
 }
 #else
 int linear_available(void) { return 0; }
 
-int linear(const float *x, const float *packed, const float *bias, const float *other, float *out,
-           int64_t m, int64_t k, int64_t n, int op, int threads, const float *then, int64_t then_n,
-           int64_t then_k) {
+int linear(const float *x, const void *packed, const float *bias, const float *other, float *out,
+           int64_t m, int64_t k, int64_t n, int op, int threads, const void *then, int64_t then_n,
+           int64_t then_k, int bf16) {
     (void)x, (void)packed, (void)bias, (void)other, (void)out, (void)m, (void)k, (void)n, (void)op, (void)threads;
-    (void)then, (void)then_n, (void)then_k;
+    (void)then, (void)then_n, (void)then_k, (void)bf16;
     return -1;
 }
 #endif
