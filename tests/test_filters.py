@@ -25,6 +25,11 @@ def test_empty(text, reason):
         ("tides tides tides tides tides tides and more", "degenerate"),
         ("Bake it.\nBake it.\nBake it.\nBake it.\nServe.", "degenerate"),
         ("The prompt is flexible and useful. " * 12, "degenerate"),
+        ("A branch and why they are so convenient: " * 3, "degenerate"),  # kept in a flow run
+        ("Sift the flour, sift the flour, sift the flour and bake.", "degenerate"),
+        ("Sift the flour twice, then sift the flour again.", None),  # twice in a row is fine
+        ("Step by step, step by step: that is how a loan is paid back.", None),  # 3 words, twice
+        ("F = (1/2) * (1 + 1/2) * (1 + 1/2 + 1/4): the fracture's geometry.", None),  # numbers
     ],
 )
 def test_degenerate(text, reason):

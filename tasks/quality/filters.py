@@ -54,7 +54,27 @@ def degenerate(text: str) -> str | None:
     raw = text.encode()
     if len(raw) >= 200 and len(zlib.compress(raw)) / len(raw) < 0.2:  # a looping phrase
         return "degenerate"
+    if repeats_phrase(tokens):  # one too short for the compression to see
+        return "degenerate"
     return None
+
+
+def repeats_phrase(tokens: list[str], shortest: int = 3, times: int = 3) -> bool:
+    """A phrase of `shortest` words or more, two of them with letters, said `times` times in a row:
+    "A branch and why they are so convenient: A branch and why they are so convenient: A branch and
+    ..." (kept in a flow run's rows, 21 words, under what the compression ratio above looks at), or a
+    sentence a longer answer loops on. Not "(1 + 1/2) * (1 + 1/2 + 1/4)": numbers alone repeat in
+    arithmetic."""
+    for n in range(shortest, len(tokens) // times + 1):
+        for i in range(len(tokens) - times * n + 1):
+            if tokens[i] != tokens[i + n]:  # most starts, at once
+                continue
+            phrase = tokens[i : i + n]
+            if all(phrase == tokens[i + j * n : i + (j + 1) * n] for j in range(1, times)) and (
+                sum(any(ch.isalpha() for ch in token) for token in phrase) >= 2
+            ):
+                return True
+    return False
 
 
 def ngrams(tokens: list[str], n: int) -> set[tuple[str, ...]]:
