@@ -65,19 +65,24 @@ static int64_t slice(int64_t k) {
     return ((k + slices - 1) / slices + 15) / 16 * 16;
 }
 
-/* This thread's buffer for `rows` rows' running sums of one panel (rows x 64), kept between calls
- * (grown, never shrunk: a fresh buffer per call would be fresh pages, each a page fault); NULL if
- * there is no memory for it. */
+/* A thread's kept buffer `*buffer` of `*held` x 64 floats, grown to `count` x 64 where smaller,
+ * never shrunk (a fresh buffer per call would be fresh pages, each a page fault); NULL if there is
+ * no memory for it. */
+static float *kept(float **buffer, int64_t *held, int64_t count) {
+    if (count > *held) {
+        float *grown = aligned_alloc(64, (size_t)count * PANEL * sizeof(float));
+        if (!grown) return 0;
+        free(*buffer);
+        *buffer = grown, *held = count;
+    }
+    return *buffer;
+}
+
+/* This thread's buffer for `rows` rows' running sums of one panel (rows x 64). */
 static float *partial_sums(int64_t rows) {
     static _Thread_local float *buffer = 0;
     static _Thread_local int64_t held = 0;
-    if (rows > held) {
-        float *grown = aligned_alloc(64, (size_t)rows * PANEL * sizeof(float));
-        if (!grown) return 0;
-        free(buffer);
-        buffer = grown, held = rows;
-    }
-    return buffer;
+    return kept(&buffer, &held, rows);
 }
 
 /* The 16 outputs v of row `row`, columns col..col+15 (`mask`: those below n), finished and stored. */
@@ -142,18 +147,11 @@ static inline __attribute__((always_inline)) void block(int rows, const float *x
     }
 }
 
-/* This thread's buffer for one slice of a bf16 panel widened to fp32 (`k` inputs x 64), kept
- * between calls; NULL if there is no memory for it. */
+/* This thread's buffer for one slice of a bf16 panel widened to fp32 (`k` inputs x 64). */
 static float *widened_slice(int64_t k) {
     static _Thread_local float *buffer = 0;
     static _Thread_local int64_t held = 0;
-    if (k > held) {
-        float *grown = aligned_alloc(64, (size_t)k * PANEL * sizeof(float));
-        if (!grown) return 0;
-        free(buffer);
-        buffer = grown, held = k;
-    }
-    return buffer;
+    return kept(&buffer, &held, k);
 }
 
 /* `count` bf16 values as fp32 (exact: a bf16 value is the high half of the fp32 one); count % 16 == 0 */
