@@ -2,8 +2,8 @@
 
 What a 135M model gets wrong, and each check's name: list numbering left on (stripped by the
 parsers), duplicates (`duplicate`), an echo of the prompt's own words (`echo_of_prompt`),
-degeneration into symbols or one repeated token (`degenerate`), nothing at all (`empty`), and,
-from the Evol-Instruct paper's elimination rules, an evolution that adds nothing
+degeneration into symbols, one repeated token or a looping phrase (`degenerate`), nothing at all
+(`empty`), and, from the Evol-Instruct paper's elimination rules, an evolution that adds nothing
 (`near_identical`, `no_new_information`) and a response that is a short apology (`refusal`).
 """
 
@@ -67,7 +67,7 @@ def repeats_phrase(tokens: list[str], shortest: int = 3, times: int = 3) -> bool
     arithmetic."""
     for n in range(shortest, len(tokens) // times + 1):
         for i in range(len(tokens) - times * n + 1):
-            if tokens[i] != tokens[i + n]:  # most starts, at once
+            if tokens[i] != tokens[i + n]:  # most starts fail here, before any slice is made
                 continue
             phrase = tokens[i : i + n]
             if all(phrase == tokens[i + j * n : i + (j + 1) * n] for j in range(1, times)) and (
