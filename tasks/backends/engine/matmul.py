@@ -11,12 +11,9 @@ measures all three, and the machine's peak as the fastest (docs/engine.md has th
 `INSTRUCTFORGE_MATMUL=onednn` skips the kernel; `INSTRUCTFORGE_MATMUL=torch` keeps `F.linear`.
 oneDNN's packed ops are private torch API, used only where `private_ops` has checked them.
 
-A checkpoint published in bf16 (SmolLM2, Qwen2.5, Llama 3.2 are) loads as fp32 weights whose values
-are all bf16 values. The C kernel then holds its panels in bf16, exactly: half the memory, half the
-bytes each decode step reads, which the products wait on; the kernel widens each slice of a panel
-back to fp32 once for all the rows, so the arithmetic and results are those of the fp32 panels.
-Any weight with a value bf16 cannot hold keeps the whole model on fp32 panels.
-`INSTRUCTFORGE_MATMUL=fp32-panels` keeps fp32 panels anyway (for side-by-side runs).
+A checkpoint published in bf16 loads as fp32 weights of bf16 values: the C kernel's panels then hold
+them in bf16, exactly (half the bytes a step reads; the same results), unless any value does not fit
+or `INSTRUCTFORGE_MATMUL=fp32-panels` (docs/engine.md).
 
 With the C kernel, each projection's own fp32 weight is freed once packed (the panels give it back
 exactly where transformers' `generate` runs the same model: `Projections.module_weights`); oneDNN's
