@@ -10,7 +10,7 @@ import pytest
 from flows.instruct import instruct
 from tasks.data import publish
 from tasks.data.dataset import versioned_dir
-from tasks.data.versions import LATEST, latest, point_latest, prune, versions
+from tasks.data.versions import LATEST, VERSION, latest, point_latest, prune, versions
 
 SMALL = {"backend": "fake", "model": "fake", "num_instructions": 2, "num_evolutions": 0}
 
@@ -76,3 +76,12 @@ def test_keep_versions_must_be_at_least_one():
 
     with pytest.raises(ParameterTypeError, match="keep_versions"):
         instruct.validate_parameters({"keep_versions": 0})
+
+
+def test_a_version_saved_in_the_same_second_takes_the_next_free_name(tmp_path):
+    when = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    first = versioned_dir(tmp_path, when)
+    first.mkdir()
+    second = versioned_dir(tmp_path, when)
+    assert first.name == "2026-01-01T120000Z" and second.name == "2026-01-01T120001Z"
+    assert VERSION.fullmatch(second.name)  # still a version's name to `latest` and the retention

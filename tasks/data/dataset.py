@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +81,13 @@ def _quality(summary: dict[str, Any]) -> str:
 
 
 def versioned_dir(output_dir: Path, when: datetime | None = None) -> Path:
-    """A dated sub-directory for scheduled refreshes: each version is kept, none clobbered."""
+    """A dated sub-directory for scheduled refreshes: each version is kept, none clobbered. A version
+    saved within the same second as the last takes the next free second's name (two quick runs, seen
+    in the tests, otherwise wrote one directory)."""
     when = when or datetime.now(timezone.utc)
-    return Path(output_dir) / when.strftime("%Y-%m-%dT%H%M%SZ")
+    while (path := Path(output_dir) / when.strftime("%Y-%m-%dT%H%M%SZ")).exists():
+        when += timedelta(seconds=1)
+    return path
 
 
 def summarize(rows: list[Row], ledger: Any, seeds: int) -> dict:
