@@ -3,6 +3,7 @@ back with the `gguf` package: llama.cpp's names, shapes, types, the q/k row orde
 the padded vocabulary) and the server command (the benchmark itself runs by hand)."""
 
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,50 @@ def test_greedy_tokens_compare_without_the_end_of_turn_token():
     ours = [[5, 6, 7], [5, 6, 7], [5, 6], [1, 2, 3]]
     theirs = [[5, 6, 7, 2], [5, 9, 7], [5, 6, 8], [1, 2, 3]]
     assert llama_cpp.same_tokens(ours, theirs, ends={2}) == (2, [1, 2])
+
+
+FAKE_SERVER = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        sys.stderr.write("x" * 16384 + "\\n")  # a chatty log: a pipe nobody reads fills in a few requests
+        sys.stderr.flush()
+
+    def reply(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.reply({"status": "ok"})
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.reply({"tokens": body["prompt"][::-1][: body["n_predict"]]})
+
+port = int(sys.argv[sys.argv.index("--port") + 1])
+ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+def test_a_chatty_server_log_does_not_stall_the_run(tmp_path):
+    """The server's log goes where nothing can fill up: into a pipe nobody read, llama-server
+    blocked on its log after some requests and the run stalled, idle with requests pending."""
+    script = tmp_path / "fake_server.py"
+    script.write_text(FAKE_SERVER)
+    port = llama_cpp.free_port()
+    command = [sys.executable, str(script), "--port", str(port)]
+    ids = [[i, i + 1, i + 2] for i in range(40)]
+    result = {}
+    worker = threading.Thread(
+        target=lambda: result.update(out=llama_cpp.llama_cpp_rate(command, port, ids, 2)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the run stalled"
+    rate, outputs = result["out"]
+    assert outputs == [[i + 2, i + 1] for i in range(40)] and rate > 0
