@@ -21,8 +21,9 @@ other library from another commit's csrc:
 run of 256 new tokens (bench/attention.py's), over an fp32 cache and a bf16 one, and checks that
 the two builds' results are bit-identical; both builds must have this commit's interface
 (csrc/kernels.h). --generate P runs whole greedy generations instead: the bench's first P prompts
-through the engine on a fresh backend with each build in turn (ABBA..., --rounds of them, weights
-as --dtype), and prints each build's tokens/s and whether their outputs are equal:
+through the engine on a fresh backend with each build in turn (ABBA..., --rounds of them, after
+one untimed run of the first build; weights as --dtype), and prints each build's tokens/s and
+whether their outputs are equal; `--models embedded` runs the default model there:
 
     python bench/kernel_ab.py before.so --generate 256 --max-new-tokens 256 --dtype bf16 --rounds 2 \
         --models SmolLM2-360M
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from random_models import CONFIGS, model_config  # noqa: E402
 
-from tasks.backends.embedded import cache_root  # noqa: E402
+from tasks.backends.embedded import cache_root, embedded_model_dir  # noqa: E402
 from tasks.backends.engine import kernels  # noqa: E402
 
 
@@ -150,11 +151,13 @@ def compare_generation(
     from tasks.backends import GenerationParams
     from tasks.backends.transformers_backend import TransformersBackend
 
-    path, names = str(random_model(name)), list(libs)
+    path = str(embedded_model_dir() if name == "embedded" else random_model(name))
+    names = list(libs)
     params = GenerationParams(max_new_tokens=new_tokens, temperature=0.0)
     speeds, outputs = {which: [] for which in names}, {}
-    for r in range(rounds):
-        for which in names if r % 2 == 0 else names[::-1]:
+    # round -1, untimed: the process's first run takes memory pages and warms what later runs reuse
+    for r in range(-1, rounds):
+        for which in (names if r % 2 == 0 else names[::-1]) if r >= 0 else names[:1]:
             kernels.use(libs[which])
             backend = TransformersBackend(path, dtype=dtype)
             ids = [
@@ -164,7 +167,8 @@ def compare_generation(
             engine_tokens(backend, ids[:2], params.model_copy(update={"max_new_tokens": 4}))  # warm up
             tok_s, outputs[which] = engine_tokens(backend, ids, params)
             release(backend)
-            speeds[which].append(tok_s)
+            if r >= 0:
+                speeds[which].append(tok_s)
     a, b = (sum(speeds[which]) / rounds for which in names)
     same = "equal" if outputs[names[0]] == outputs[names[1]] else "DIFFERENT"
     return f"{dtype} weights, a {a:.1f} tok/s, b {b:.1f} tok/s, b/a {b / a:.3f}; greedy outputs {same}"
@@ -178,7 +182,11 @@ def main() -> None:
         "libraries", nargs="+", type=Path, help="one or two builds (one: against the engine's)"
     )
     parser.add_argument(
-        "--models", nargs="+", default=["SmolLM2-360M", "Llama-3.2-1B"], choices=list(CONFIGS)
+        "--models",
+        nargs="+",
+        default=["SmolLM2-360M", "Llama-3.2-1B"],
+        choices=[*CONFIGS, "embedded"],
+        help="random-weight models; with --generate also `embedded`, the default model",
     )
     parser.add_argument("--rows", nargs="+", type=int, default=[8, 64, 256])
     parser.add_argument("--rounds", type=int, default=20)
@@ -187,12 +195,15 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=256, help="with --generate")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="with --generate")
     args = parser.parse_args()
+    if "embedded" in args.models and not args.generate:
+        parser.error("--models embedded goes with --generate (the step timings build random models)")
     if len(args.libraries) > 2:
         parser.error("give one library (compared with the engine's build) or two")
     libs = {str(path): kernels.load(path) for path in args.libraries}
     if len(libs) == 1:
         libs["engine"] = kernels.kernel(cache_root() / "kernels")
-    if any(lib is None or not lib.linear_available() for lib in libs.values()):
+    # the attention runs on any build (an AVX2 one too: -mno-avx512f); the products need AVX-512
+    if any(lib is None or not (args.attention or lib.linear_available()) for lib in libs.values()):
         sys.exit("The C kernel needs a C compiler and AVX-512 here; the engine uses oneDNN on this CPU.")
     a, b = libs
     if args.generate:

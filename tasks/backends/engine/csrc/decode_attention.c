@@ -318,21 +318,34 @@ static void softmax_vector(float *s, int64_t steps) {
     for (; t < steps; t++) s[t] *= 1.f / total;
 }
 
+/* The next job's keys (`next`, `next_bytes` long) are asked for while this job mixes its values: a
+ * job's key pass streams its keys and values from memory, but its softmax and mix read only what is
+ * already in the core's caches, and memory then sat idle (the next job's first keys came only when
+ * it began). One position of them a position mixed, into L2 (T1: the values being mixed stay in L1). */
+INLINE void prefetch_next(const char *next, int64_t next_bytes, int64_t t, int64_t row_bytes) {
+    if (t * row_bytes < next_bytes)
+        for (int64_t line = 0; line < row_bytes; line += 64)
+            _mm_prefetch(next + t * row_bytes + line, _MM_HINT_T1);
+}
+
 #if defined(__AVX512F__)
 /* mix_vector's sums for query heads g0..g0+G-1 (G <= 4) and floats d0..d0+63: each value row is
  * loaded once for the G heads (as four 16-float vectors; `bf16`: widened as loaded), not once per
  * head. Every sum is the same chain of multiply-adds over t as mix_vector's, so the results are
  * bit-identical. */
 INLINE void mix_heads(const float *scores, const void *values, float *result, int64_t g0, int G, int64_t d0,
-                      int64_t dim, int64_t steps, int64_t stride, int more, int bf16) {
+                      int64_t dim, int64_t steps, int64_t stride, int more, int bf16, const char *next,
+                      int64_t next_bytes) {
     __m512 acc[4][4];
     for (int g = 0; g < G; g++)
         for (int j = 0; j < 4; j++) {
             float *og = result + (g0 + g) * dim + d0 + 16 * j;
             acc[g][j] = more ? _mm512_loadu_ps(og) : _mm512_setzero_ps();
         }
+    int64_t row_bytes = dim * (bf16 ? 2 : 4);
     for (int64_t t = 0; t < steps; t++) {
         __m512 v[4];
+        if (next) prefetch_next(next, next_bytes, t, row_bytes);
         for (int j = 0; j < 4; j++)
             v[j] = bf16 ? widen16((const uint16_t *)values + t * dim + d0 + 16 * j)
                         : _mm512_loadu_ps((const float *)values + t * dim + d0 + 16 * j);
@@ -350,16 +363,19 @@ INLINE void mix_heads(const float *scores, const void *values, float *result, in
  * With `more`, the accumulators start from result (a second span of positions). `bf16` values only
  * where mix_heads reads them (AS_READ, dim a multiple of 64). */
 INLINE void mix_vector(const float *scores, const void *cache, float *result, int64_t groups,
-                       int64_t dim, int64_t steps, int64_t stride, int more, int bf16) {
+                       int64_t dim, int64_t steps, int64_t stride, int more, int bf16, const char *next,
+                       int64_t next_bytes) {
 #if defined(__AVX512F__)
     if (dim % 64 == 0) {
         for (int64_t d0 = 0; d0 < dim; d0 += 64)
             for (int64_t g0 = 0; g0 < groups; g0 += 4) {
                 int64_t left = groups - g0;
-                if (left >= 4) mix_heads(scores, cache, result, g0, 4, d0, dim, steps, stride, more, bf16);
-                else if (left == 3) mix_heads(scores, cache, result, g0, 3, d0, dim, steps, stride, more, bf16);
-                else if (left == 2) mix_heads(scores, cache, result, g0, 2, d0, dim, steps, stride, more, bf16);
-                else mix_heads(scores, cache, result, g0, 1, d0, dim, steps, stride, more, bf16);
+                const char *nx = d0 || g0 ? 0 : next; /* asked for once, in the first pass */
+                int64_t nb = next_bytes;
+                if (left >= 4) mix_heads(scores, cache, result, g0, 4, d0, dim, steps, stride, more, bf16, nx, nb);
+                else if (left == 3) mix_heads(scores, cache, result, g0, 3, d0, dim, steps, stride, more, bf16, nx, nb);
+                else if (left == 2) mix_heads(scores, cache, result, g0, 2, d0, dim, steps, stride, more, bf16, nx, nb);
+                else mix_heads(scores, cache, result, g0, 1, d0, dim, steps, stride, more, bf16, nx, nb);
             }
         return;
     }
@@ -374,6 +390,7 @@ INLINE void mix_vector(const float *scores, const void *cache, float *result, in
             __m256 acc[8];
             for (int j = 0; j < 8; j++) acc[j] = more ? _mm256_loadu_ps(og + d0 + 8 * j) : _mm256_setzero_ps();
             for (int64_t t = 0; t < steps; t++) {
+                if (next && g == 0 && d0 == 0) prefetch_next(next, next_bytes, t, dim * sizeof(float));
                 __m256 wt = _mm256_broadcast_ss(w + t);
                 const float *value = values + t * dim + d0;
                 for (int j = 0; j < 8; j++) acc[j] = _mm256_fmadd_ps(wt, _mm256_loadu_ps(value + 8 * j), acc[j]);
@@ -395,7 +412,8 @@ INLINE void mix_vector(const float *scores, const void *cache, float *result, in
  * elements of `bf16` or fp32, a constant at each call so that each kind gets its own code. */
 INLINE void job(const float *query, const void *keys, const void *values, const void *hot_keys,
                 const void *hot_values, int64_t hot, float *scores, float *wide, float *result, int64_t groups,
-                int64_t dim, int64_t steps, int64_t stride, float scale, int vector, int bf16) {
+                int64_t dim, int64_t steps, int64_t stride, float scale, int vector, int bf16, const char *next,
+                int64_t next_bytes) {
     const void *from_k[2] = {hot_keys, element(keys, hot * dim, bf16)};
     const void *from_v[2] = {hot_values, element(values, hot * dim, bf16)};
     int64_t first[2] = {0, hot}, count[2] = {hot, steps - hot};
@@ -416,12 +434,13 @@ INLINE void job(const float *query, const void *keys, const void *values, const 
                               groups, dim, count[s], stride, scale, bf16);
         for (int64_t g = 0; g < groups; g++) softmax_vector(scores + g * stride, steps);
         if (widens(bf16, dim)) { /* widened into wide_v by scores_vector */
-            mix_vector(scores, wide_v, result, groups, dim, steps, stride, 0, 0);
+            mix_vector(scores, wide_v, result, groups, dim, steps, stride, 0, 0, 0, 0);
             return;
         }
         for (int s = 0; s < 2; s++)
             if (count[s])
-                mix_vector(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot, bf16);
+                mix_vector(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot, bf16,
+                           s > 0 ? next : 0, next_bytes);
         return;
     }
 #endif
@@ -431,7 +450,7 @@ INLINE void job(const float *query, const void *keys, const void *values, const 
     for (int s = 0; s < 2; s++)
         if (count[s])
             mix_plain(scores + first[s], from_v[s], result, groups, dim, count[s], stride, s > 0 && hot, bf16);
-    (void)vector, (void)wide;
+    (void)vector, (void)wide, (void)next, (void)next_bytes;
 }
 
 /* Store the step's key and value at position `at` of a slot (bf16: rounded). */
@@ -447,6 +466,8 @@ static void store(void *keys, void *values, const float *new_k, const float *new
         ((uint16_t *)values)[at * dim + d] = to_bf16(new_v[d]);
     }
 }
+
+#define TAKEN 4 /* jobs a thread takes at a time (OpenMP's dynamic schedule, chunks from job 0 on) */
 
 int decode_attention(const float *q, void *k, void *v, const float *new_k, const float *new_v,
                      const int64_t *len, float *out, const int64_t *hot_k, const int64_t *hot_v,
@@ -466,7 +487,7 @@ int decode_attention(const float *q, void *k, void *v, const float *new_k, const
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for schedule(dynamic, 4)
+#pragma omp for schedule(dynamic, TAKEN)
         for (int64_t job_index = 0; job_index < n * kv_heads; job_index++) {
             if (missing) continue;
             int64_t i = job_index / kv_heads, h = job_index % kv_heads, steps = len[i];
@@ -477,14 +498,24 @@ int decode_attention(const float *q, void *k, void *v, const float *new_k, const
             int64_t hot = hot_len ? hot_len[i] : 0, hot_at = (layer * kv_heads + h) * hot * dim;
             const void *hot_keys = hot ? element((const void *)(intptr_t)hot_k[i], hot_at, bf16) : 0;
             const void *hot_values = hot ? element((const void *)(intptr_t)hot_v[i], hot_at, bf16) : 0;
+            /* the next job's keys (its slot part), which this thread runs next unless this job ends
+             * the TAKEN it took: prefetch_next asks for them while this job mixes its values */
+            const char *next = 0;
+            int64_t next_bytes = 0;
+            if ((job_index + 1) % TAKEN && job_index + 1 < n * kv_heads) {
+                int64_t i2 = (job_index + 1) / kv_heads, h2 = (job_index + 1) % kv_heads;
+                int64_t hot2 = hot_len ? hot_len[i2] : 0;
+                next = element(k, i2 * slot_stride + h2 * head_stride + hot2 * dim, bf16);
+                next_bytes = (len[i2] - 1 - hot2) * dim * (bf16 ? 2 : 4);
+            }
             const float *query = q + job_index * groups * dim;
             float *result = out + job_index * groups * dim;
             if (bf16)
                 job(query, keys, values, hot_keys, hot_values, hot, scores, wide, result, groups, dim, steps,
-                    stride, scale, vector, 1);
+                    stride, scale, vector, 1, next, next_bytes);
             else
                 job(query, keys, values, hot_keys, hot_values, hot, scores, wide, result, groups, dim, steps,
-                    stride, scale, vector, 0);
+                    stride, scale, vector, 0, next, next_bytes);
         }
         free(scores);
         free(wide);
