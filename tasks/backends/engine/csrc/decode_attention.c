@@ -467,7 +467,7 @@ static void store(void *keys, void *values, const float *new_k, const float *new
     }
 }
 
-#define TAKEN 4 /* jobs a thread takes at a time (OpenMP's dynamic schedule, chunks from job 0 on) */
+#define TAKEN 8 /* jobs a thread takes at a time (OpenMP's dynamic schedule, chunks from job 0 on) */
 
 int decode_attention(const float *q, void *k, void *v, const float *new_k, const float *new_v,
                      const int64_t *len, float *out, const int64_t *hot_k, const int64_t *hot_v,
