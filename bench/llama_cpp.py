@@ -9,12 +9,12 @@ of bench/random_models.py) is written as a GGUF by `gguf_file.write_gguf` with t
 unquantized so both sides compute the same thing: F32 against our fp32 engine, BF16 against our
 bf16 weights (--dtype). The server runs at each of --slots parallel slot counts (`--parallel`; by
 default 32 and 64), greedy; each prompt is sent as its token ids (the same ids our engine gets),
-all at once. Tokens/s is counted on both sides as generated tokens over wall
-time, both warm: llama-server zeroes its KV cache when it starts, before the timing, while our slot
-cache takes its memory pages as a first run first writes them, so ours runs the prompts twice and
-the second run is the one compared (both are printed). It prints each rate, how many prompts'
-greedy tokens equal ours (a check that both compute the same model), and our rate over llama.cpp's
-best; the last line is JSON.
+all at once. Tokens/s is counted on both sides as generated tokens over wall time, both warm:
+llama-server zeroes its KV cache when it starts, before the timing, while our slot cache takes its
+memory pages as a first run first writes them, so ours runs the prompts twice and the second run is
+the one compared (both are printed). It prints each rate, how many prompts' greedy tokens equal
+ours (a check that both compute the same model), and our rate over llama.cpp's best; the last line
+is JSON.
 """
 
 from __future__ import annotations
